@@ -1,0 +1,70 @@
+"""The ``opticam-rt`` command line: a thin layer over the library, one module per command."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from opticam_rt import __version__
+from opticam_rt.errors import OpticamError
+
+#: command name -> "module:attribute"; modules load only when their command runs, so
+#: ``opticam-rt --help`` never imports torch or onnxruntime.
+COMMANDS = {
+    "export": "opticam_rt.cli.export_cmd:export",
+    "layers": "opticam_rt.cli.export_cmd:layers",
+    "explain": "opticam_rt.cli.explain_cmd:explain",
+    "demo": "opticam_rt.cli.demo_cmd:demo",
+    "evaluate": "opticam_rt.cli.evaluate_cmd:evaluate",
+    "bench": "opticam_rt.cli.bench_cmd:bench",
+}
+
+#: One-line help per command, shown by ``opticam-rt --help`` without importing the command.
+SUMMARIES = {
+    "export": "Export a PyTorch classifier to an explainer bundle (ONNX graphs + manifest).",
+    "layers": "List candidate tap layers of a model with their output shapes.",
+    "explain": "Compute saliency maps for images with a bundle (Opti-CAM, Grad-CAM, ...).",
+    "demo": "Explain bundled sample photos with the built-in EfficientNet-Lite0.",
+    "evaluate": "Faithfulness and localisation metrics of saliency methods on a dataset.",
+    "bench": "Latency of each method and backend against the PyTorch reference.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, _, attr = COMMANDS[name].partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, SUMMARIES[name]) for name in COMMANDS])
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="opticam-rt")
+def cli() -> None:
+    """Saliency maps (Opti-CAM and the CAM family) computed inside inference runtimes."""
+
+
+def main() -> None:
+    """Console entry point: OpticamError becomes a one-line message and exit status 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except OpticamError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)

@@ -1,0 +1,27 @@
+"""The one exception family every opticam-rt error belongs to."""
+
+from __future__ import annotations
+
+
+class OpticamError(Exception):
+    """Base class: a message that says what was wrong and what to do."""
+
+
+class ExportError(OpticamError):
+    """The model could not be exported (unsupported op, bad tap, output directory in use)."""
+
+
+class TapError(ExportError):
+    """The tap layer is unknown, not 4-D, or ambiguous (a module called more than once)."""
+
+
+class BundleError(OpticamError):
+    """A bundle on disk is missing, incomplete, altered or of another schema version."""
+
+
+class BackendUnavailableError(OpticamError):
+    """A backend was asked for whose package or device is not installed."""
+
+
+class InputError(OpticamError):
+    """An image, target class or option given by the caller is invalid."""

@@ -1,0 +1,121 @@
+"""Per-image results as a JSON-lines file, so that an interrupted evaluation run resumes where it stopped.
+
+Each record is one JSON object on one line, holding at least ``"method"`` (str) and
+``"image"`` (str: the image path) plus any metric values. A record is written and flushed as
+soon as it is appended, so a crash loses at most the line being written. Such a truncated
+last line is ignored when reading, and cut off before the next append so that it never
+ends up in the middle of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from opticam_rt.errors import InputError
+
+__all__ = ["RecordStore", "to_jsonable"]
+
+
+def to_jsonable(value: Any) -> Any:
+    """NumPy scalars and arrays to Python values, NaN/inf to None, recursively, for ``json.dumps``."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # strict JSON has no NaN; None reads as "no value" when aggregating
+    return value
+
+
+class RecordStore:
+    """An append-only JSON-lines store of per-image records at ``path`` (created on first append)."""
+
+    def __init__(self, path: str | Path, *, fsync: bool = False) -> None:
+        """``fsync=True`` also forces each line to disk (slower; survives power loss, not just a crash)."""
+        self.path = Path(path)
+        self.fsync = fsync
+        self._repaired = False
+
+    def _lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        # After the final "\n" split() leaves b""; anything else there is a line cut short.
+        last = len(lines) - 1
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                if number - 1 == last:
+                    return  # crash mid-write: the partial record is dropped, the run redoes it
+                raise InputError(f"{self.path}:{number}: not a JSON record; the results file is "
+                                 "damaged (delete the line or the file to start again)") from None
+            if not isinstance(record, dict):
+                raise InputError(f"{self.path}:{number}: a record must be a JSON object")
+            yield number, record
+
+    def records(self) -> list[dict[str, Any]]:
+        """All complete records, in the order they were appended."""
+        return [r for _, r in self._lines()]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (r for _, r in self._lines())
+
+    def done_keys(self) -> set[tuple[str, str]]:
+        """``{(method, image)}`` of the records already stored: the work a resumed run skips."""
+        return {(str(r["method"]), str(r["image"])) for r in self if "method" in r and "image" in r}
+
+    def _repair(self) -> None:
+        """Cut a partial last line (no newline) off, or end a complete one, before appending."""
+        self._repaired = True
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        data = self.path.read_bytes()
+        if data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        tail = data[cut:]
+        try:
+            complete = isinstance(json.loads(tail), dict)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            complete = False
+        with self.path.open("r+b") as f:
+            if complete:
+                f.seek(0, os.SEEK_END)
+                f.write(b"\n")  # the record was whole, only its newline was lost
+            else:
+                f.truncate(cut)
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Write one record (needs ``"method"`` and ``"image"``) as one line and flush it."""
+        if not isinstance(record, Mapping) or "method" not in record or "image" not in record:
+            raise InputError("a record must be a mapping with 'method' and 'image' keys")
+        try:
+            line = json.dumps(to_jsonable(record), allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"record for {record['method']!r} / {record['image']!r} is not "
+                             f"JSON-serialisable: {exc}") from exc
+        if not self._repaired:
+            self._repair()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())

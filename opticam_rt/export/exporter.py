@@ -1,0 +1,211 @@
+"""Export a PyTorch classifier to an explainer bundle and verify it."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from opticam_rt.bundle import GRAPH_SIGNATURES, WEIGHTS, Bundle, Manifest, load_bundle, write_manifest
+from opticam_rt.errors import ExportError
+from opticam_rt.export.graphs import ExplainerGraphs, Preprocessing
+from opticam_rt.export.tap import TapSpec, resolve_tap
+from opticam_rt.export.trace import module_calling_op, to_onnx
+from opticam_rt.export.verify import VerificationReport, verify_bundle
+from opticam_rt.images import sample_photos, to_model_input
+
+DEFAULT_OPSET = 18
+
+
+def prepare_model(model: nn.Module) -> nn.Module:
+    """An eval-mode copy with frozen parameters (the caller's model is left untouched)."""
+    frozen = copy.deepcopy(model).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    return frozen
+
+
+def build_graphs(
+    model: nn.Module,
+    tap: str | TapSpec,
+    input_size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> tuple[ExplainerGraphs, TapSpec, tuple[int, ...]]:
+    """Resolve the tap and wrap the model into the functions the bundle graphs compute.
+
+    Returns:
+        (graphs, resolved tap, tap output shape (1, K, h, w)).
+    """
+    if len(mean) != 3 or len(std) != 3:
+        raise ExportError(f"mean and std need 3 values each (RGB), got {len(mean)} and {len(std)}")
+    if any(s == 0 for s in std):
+        raise ExportError(f"std must be non-zero, got {tuple(std)}")
+    model = prepare_model(model)
+    preprocessing = Preprocessing(tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    spec = tap if isinstance(tap, TapSpec) else TapSpec.parse(tap)
+    example = preprocessing.apply(torch.rand(1, 3, *input_size))
+    try:
+        spec, shape = resolve_tap(model, spec, example)
+    except ExportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the model itself failed on the input size
+        raise ExportError(f"the model failed on a (1, 3, {input_size[0]}, {input_size[1]}) input: {exc}") from exc
+    graphs = ExplainerGraphs(model, spec, preprocessing, input_size, (shape[2], shape[3]))
+    return graphs, spec, shape
+
+
+def _example_inputs(name: str, graphs: ExplainerGraphs, num_classes: int, k: int) -> list[torch.Tensor]:
+    n = 2  # batch 2: torch.export specialises sizes 0 and 1
+    h, w = graphs.input_size
+    fh, fw = graphs.feature_size
+    shapes = {
+        "image": (n, 3, h, w),
+        "cotangent": (n, num_classes),
+        "features": (n, k, fh, fw),
+        "u": (n, k),
+    }
+    return [torch.rand(shapes[i]) for i in GRAPH_SIGNATURES[name][0]]
+
+
+def _producer_versions() -> dict[str, str]:
+    import onnx
+
+    from opticam_rt import __version__
+
+    versions = {"opticam-rt": __version__, "torch": torch.__version__, "onnx": onnx.__version__}
+    try:
+        import onnxscript
+
+        versions["onnxscript"] = onnxscript.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+def _prepare_directory(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not force:
+            raise ExportError(f"{out_dir} exists and is not empty; pass --force (force=True) to overwrite it")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _real_images(size: tuple[int, int]) -> np.ndarray | None:
+    photos = sample_photos()
+    if not photos:
+        return None
+    return np.stack([to_model_input(p, size) for p in list(photos.values())[:3]])
+
+
+def export_bundle(
+    model: nn.Module,
+    out_dir: str | Path,
+    tap: str | TapSpec,
+    input_size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    class_names: list[str] | None = None,
+    model_name: str = "model",
+    model_spec: str | None = None,
+    opset: int = DEFAULT_OPSET,
+    force: bool = False,
+    verify: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Bundle, VerificationReport | None]:
+    """Write the explainer bundle of ``model`` to ``out_dir``.
+
+    Graphs (every one with a dynamic batch N): forward, grad_features, grad_image, head and
+    opticam_step (see ``opticam_rt.bundle.GRAPH_SIGNATURES``); weights stored once in
+    ``weights.bin``; ``manifest.json`` with hashes and producer versions.
+
+    Args:
+        tap: module path, with ``@i`` to pick a call of a shared module.
+        input_size: (H, W).
+        mean, std: per-channel preprocessing on pixels in [0, 1], applied inside the graphs.
+
+    Returns:
+        (the loaded bundle, the verification report or None when ``verify`` is False).
+
+    Raises:
+        ExportError: bad tap, unsupported operator (named with the module using it), output
+            directory not empty without ``force``.
+    """
+    import onnx
+
+    say = log or (lambda message: None)
+    if opset < 17:
+        raise ExportError(f"opset {opset} is too old: the bundle needs opset >= 17")
+    out_dir = Path(out_dir)
+    _prepare_directory(out_dir, force)
+    graphs, spec, shape = build_graphs(model, tap, input_size, mean, std)
+    with torch.no_grad():
+        num_classes = int(graphs.logits(torch.rand(1, 3, *input_size)).shape[1])
+    if class_names is not None and len(class_names) != num_classes:
+        raise ExportError(f"{len(class_names)} class names given for a model with {num_classes} classes")
+    k = int(shape[1])
+    say(f"tap {spec}: features (N, {k}, {shape[2]}, {shape[3]}); {num_classes} classes")
+    models: dict[str, onnx.ModelProto] = {}
+    for name, (inputs, outputs) in GRAPH_SIGNATURES.items():
+        start = time.perf_counter()
+        try:
+            models[name] = to_onnx(
+                getattr(graphs, name), _example_inputs(name, graphs, num_classes, k), inputs, outputs, opset, name
+            )
+        except ExportError as exc:
+            raise _with_module(exc, graphs) from exc
+        say(f"exported {name} ({time.perf_counter() - start:.1f} s)")
+    from opticam_rt.export.weights import share_weights
+
+    stats = share_weights(models, out_dir / WEIGHTS)
+    say(f"weights: {stats['tensors']} tensors, {stats['bytes'] / 1e6:.1f} MB, shared by {len(models)} graphs")
+    files = {}
+    for name, proto in models.items():
+        files[name] = f"{name}.onnx"
+        onnx.save(proto, str(out_dir / files[name]))
+    manifest = Manifest(
+        model_name=model_name,
+        input_size=tuple(input_size),
+        mean=graphs.preprocessing.mean,
+        std=graphs.preprocessing.std,
+        tap_layer=str(spec),
+        tap_shape=(k, int(shape[2]), int(shape[3])),
+        num_classes=num_classes,
+        opset=opset,
+        class_names=class_names,
+        model_spec=model_spec,
+        graphs=files,
+        producer=_producer_versions(),
+    )
+    write_manifest(out_dir, manifest)
+    bundle = load_bundle(out_dir)
+    report = None
+    if verify:
+        report = verify_bundle(bundle, graphs, _real_images(tuple(input_size)), log=say)
+        manifest.verification = report.to_dict()
+        write_manifest(out_dir, manifest)
+        bundle = load_bundle(out_dir)
+    return bundle, report
+
+
+def _with_module(exc: ExportError, graphs: ExplainerGraphs) -> ExportError:
+    """Add the module that calls the failing operator to the error, when it can be found."""
+    text = str(exc)
+    marker = "operator "
+    if marker not in text:
+        return exc
+    op = text.split(marker, 1)[1].split(" ", 1)[0]
+    example = graphs.preprocessing.apply(torch.rand(1, 3, *graphs.input_size))
+    try:
+        module = module_calling_op(graphs.model, op, example)
+    except Exception:  # noqa: BLE001 - best effort only
+        module = None
+    return ExportError(f"{text} [used by module {module!r}]") if module else exc

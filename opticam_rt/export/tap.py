@@ -1,0 +1,169 @@
+"""Find the tap layer in a model, and capture or replace its output during a forward pass."""
+
+from __future__ import annotations
+
+import difflib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from opticam_rt.errors import TapError
+
+
+@dataclass(frozen=True)
+class TapSpec:
+    """A module path plus which of its calls in one forward pass is the tap.
+
+    ``name@1`` means the second call of module ``name`` (a shared activation module, such as
+    EfficientNet-Lite0's ``_swish``, runs once for the stem and once for the head).
+    """
+
+    module_path: str
+    call_index: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "TapSpec":
+        if "@" in text:
+            path, _, index = text.rpartition("@")
+            if not index.isdigit():
+                raise TapError(f"tap layer {text!r}: the part after '@' must be a call index such as '{path}@1'")
+            return cls(path, int(index))
+        return cls(text, None)
+
+    def __str__(self) -> str:
+        return self.module_path if self.call_index is None else f"{self.module_path}@{self.call_index}"
+
+
+def find_module(model: nn.Module, path: str) -> nn.Module:
+    """The submodule at a dotted path, or a TapError naming the closest existing paths."""
+    modules = dict(model.named_modules())
+    if path in modules and path != "":
+        return modules[path]
+    close = difflib.get_close_matches(path, [n for n in modules if n], n=5, cutoff=0.5)
+    hint = f" Closest names: {', '.join(close)}." if close else ""
+    raise TapError(
+        f"unknown layer {path!r}.{hint} Run `opticam-rt layers --model ...` to list candidate tap layers."
+    )
+
+
+class _CallCounter:
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __call__(self, module: nn.Module, args: tuple, output: object) -> None:
+        self.shapes.append(tuple(output.shape) if isinstance(output, torch.Tensor) else ())
+
+
+def probe_calls(model: nn.Module, module: nn.Module, example: torch.Tensor) -> list[tuple[int, ...]]:
+    """Output shapes of every call of ``module`` during one forward pass of ``model``."""
+    counter = _CallCounter()
+    handle = module.register_forward_hook(counter)
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        handle.remove()
+    return counter.shapes
+
+
+def resolve_tap(model: nn.Module, spec: TapSpec, example: torch.Tensor) -> tuple[TapSpec, tuple[int, ...]]:
+    """Check the tap exists, runs the chosen call, and is 4-D; return it with a call index set.
+
+    Returns:
+        (spec with ``call_index`` filled in, tap output shape (N, K, h, w) for ``example``).
+    """
+    module = find_module(model, spec.module_path)
+    shapes = probe_calls(model, module, example)
+    if not shapes:
+        raise TapError(f"layer {spec.module_path!r} does not run in the model's forward pass; pick another layer")
+    if spec.call_index is None:
+        if len(shapes) > 1:
+            options = ", ".join(f"{spec.module_path}@{i} -> {tuple(s[1:])}" for i, s in enumerate(shapes))
+            raise TapError(
+                f"layer {spec.module_path!r} runs {len(shapes)} times per forward pass (the module is shared); "
+                f"pick one call: {options}"
+            )
+        spec = TapSpec(spec.module_path, 0)
+    elif spec.call_index >= len(shapes):
+        raise TapError(
+            f"layer {spec.module_path!r} runs {len(shapes)} time(s) per forward pass; "
+            f"call index {spec.call_index} does not exist (use @0..@{len(shapes) - 1})"
+        )
+    shape = shapes[spec.call_index]
+    if len(shape) != 4:
+        raise TapError(
+            f"layer {str(spec)!r} outputs shape {shape}; a tap must output a 4-D feature map (N, K, h, w)"
+        )
+    return spec, shape
+
+
+@contextmanager
+def tapped(model: nn.Module, spec: TapSpec, replace: torch.Tensor | None = None) -> Iterator[list[torch.Tensor]]:
+    """Within the block, the chosen call of the tap module is captured (and optionally replaced).
+
+    Yields a list that receives the tap output (or ``replace``) when the call happens. With
+    ``replace`` set, the model continues from ``replace`` instead of the computed feature map,
+    which turns the rest of the network into a function of the features.
+    """
+    module = find_module(model, spec.module_path)
+    captured: list[torch.Tensor] = []
+    calls = [0]
+    wanted = spec.call_index or 0
+
+    def hook(mod: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        index = calls[0]
+        calls[0] += 1
+        if index != wanted:
+            return None
+        if replace is not None:
+            captured.append(replace)
+            return replace
+        captured.append(output)
+        return None
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def candidate_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """Every (module path[@call], output shape) with a 4-D output, in execution order.
+
+    Args:
+        example: an input batch (1, 3, H, W) already in the model's own input space.
+    """
+    order: list[tuple[str, tuple[int, ...]]] = []
+    counts: dict[str, int] = {}
+    names = {m: n for n, m in model.named_modules() if n}
+    multi: dict[str, int] = {}
+    handles = []
+
+    def make_hook(name: str) -> Callable:
+        def hook(mod: nn.Module, args: tuple, output: object) -> None:
+            if isinstance(output, torch.Tensor) and output.dim() == 4:
+                index = counts.get(name, 0)
+                counts[name] = index + 1
+                order.append((f"{name}@{index}", tuple(output.shape)))
+
+        return hook
+
+    for module, name in names.items():
+        handles.append(module.register_forward_hook(make_hook(name)))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    for name, n in counts.items():
+        multi[name] = n
+    # A module that runs once is listed by its plain path; shared ones keep the @call suffix.
+    return [
+        (entry if multi[entry.rpartition("@")[0]] > 1 else entry.rpartition("@")[0], shape)
+        for entry, shape in order
+    ]

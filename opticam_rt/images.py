@@ -1,0 +1,80 @@
+"""Reading images into model-ready arrays, and the sample photos that ship with installed packages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from opticam_rt.errors import InputError
+
+
+@dataclass
+class LoadedImage:
+    """An image as read from disk and resized for the model.
+
+    ``original`` is (H0, W0, 3) uint8 RGB at the file's resolution, EXIF orientation applied;
+    ``pixels`` is (3, H, W) float32 in [0, 1] at the model's input size.
+    """
+
+    source: str
+    original: np.ndarray
+    pixels: np.ndarray
+
+
+def to_model_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H0, W0, 3) uint8 -> (3, H, W) float32 in [0, 1], bilinear resize to ``size`` = (H, W)."""
+    from PIL import Image
+
+    resized = Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR)
+    return np.ascontiguousarray(np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Any Pillow-readable file (JPEG, PNG, WebP, BMP, ...) -> (H0, W0, 3) uint8 RGB.
+
+    EXIF orientation is applied; grayscale is replicated to three channels; alpha is composited
+    over white (a transparent background should not read as black, which masking means "removed").
+
+    Raises:
+        InputError: naming the file when it is missing or not a readable image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, rgba)
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable image ({exc})") from exc
+
+
+def load_image(path: str | Path, size: tuple[int, int]) -> LoadedImage:
+    rgb = read_rgb(path)
+    return LoadedImage(str(path), rgb, to_model_input(rgb, size))
+
+
+def sample_photos() -> dict[str, np.ndarray]:
+    """Real photographs shipped inside installed packages: name -> (H0, W0, 3) uint8.
+
+    Uses scikit-image's bundled data (no download); returns an empty dict without it.
+    """
+    try:
+        from skimage import data
+    except ImportError:
+        return {}
+    photos = {}
+    for name in ("chelsea", "coffee", "astronaut", "rocket"):
+        try:
+            photos[name] = np.asarray(getattr(data, name)(), dtype=np.uint8)[..., :3]
+        except Exception:  # noqa: BLE001 - a missing sample is skipped, never fatal
+            continue
+    return photos
