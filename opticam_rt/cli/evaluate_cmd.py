@@ -1,0 +1,104 @@
+"""``opticam-rt evaluate``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from opticam_rt.runtime.runners import BACKENDS
+
+
+@click.command()
+@click.argument("data", type=click.Path(exists=True))
+@click.option("--bundle", "bundle_dir", required=True, type=click.Path(file_okay=False), help="Bundle directory.")
+@click.option("--methods", default="opti-cam,grad-cam,fake-cam", show_default=True, help="Comma-separated method names.")
+@click.option("--metrics", default=None, help="Comma-separated: ad,ai,ag,insertion,deletion,om,le,f1,boxacc,sp,ep,sm "
+              "(default: ad,ai,ag,insertion,deletion, plus localisation when boxes are given).")
+@click.option("--boxes", "boxes_csv", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CSV path,label,x0,y0,x1,y1 of ground-truth boxes (original image pixels).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--iterations", type=click.IntRange(min=1), default=100, show_default=True, help="Opti-CAM iterations.")
+@click.option("--steps", type=click.IntRange(min=1), default=224, show_default=True, help="Insertion/deletion steps.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images explained together.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None, help="Write the report here too.")
+@click.option("--records", "records_file", type=click.Path(dir_okay=False), default=None,
+              help="Per-image results (JSON lines); an interrupted run resumes from it. "
+              "Default: <--out>.records.jsonl or opticam-eval.records.jsonl.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Insertion/deletion curves (PNG/PDF).")
+def evaluate(
+    data: str,
+    bundle_dir: str,
+    methods: str,
+    metrics: str | None,
+    boxes_csv: str | None,
+    backend: str,
+    iterations: int,
+    steps: int,
+    batch_size: int,
+    fmt: str,
+    out_file: str | None,
+    records_file: str | None,
+    plot_file: str | None,
+) -> None:
+    """Faithfulness (AD, AI, AG, insertion, deletion) and localisation metrics of saliency methods.
+
+    DATA is a folder of images (class sub-folders give labels, otherwise the top-1 class is the
+    target) or a CSV with columns path,label and optionally x0,y0,x1,y1.
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    from opticam_rt.errors import InputError
+    from opticam_rt.evaluation import RecordStore, aggregate, format_report, load_samples, plot_curves
+    from opticam_rt.evaluation.datasets import load_csv
+    from opticam_rt.evaluation.runner import COLUMNS, EvaluationSettings, evaluate_dataset, parse_metrics
+    from opticam_rt.runtime.explainer import Explainer
+    from opticam_rt.runtime.registry import METHODS
+
+    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in method_list if m not in METHODS]
+    if unknown:
+        raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    with Explainer(bundle_dir, backend=backend) as explainer:
+        samples = load_samples(data, explainer.bundle.manifest.class_names)
+        if boxes_csv:
+            by_path = {s.path.resolve(): s.boxes for s in load_csv(boxes_csv, explainer.bundle.manifest.class_names)}
+            for s in samples:
+                s.boxes.extend(by_path.get(s.path.resolve(), []))
+        metric_list = parse_metrics(metrics, any(s.boxes for s in samples))
+        records_path = Path(records_file or (f"{out_file}.records.jsonl" if out_file else "opticam-eval.records.jsonl"))
+        store = RecordStore(records_path)
+        settings = EvaluationSettings(steps=steps, batch_size=batch_size, method_options={"opti-cam": {"iterations": iterations}})
+        errors: list[str] = []
+        bar = tqdm(total=len(samples) * len(method_list), desc="evaluate", unit="img", file=sys.stderr,
+                   disable=len(samples) * len(method_list) <= 3)
+
+        def on_error(image: str, message: str) -> None:
+            errors.append(image)
+            bar.write(f"skipped: {message}", file=sys.stderr)
+
+        click.echo(f"{len(samples)} images x {len(method_list)} methods; per-image results in {records_path}", err=True)
+        records = evaluate_dataset(explainer, samples, method_list, metric_list, store, settings, on_error, bar.update)
+        bar.close()
+    keep = {str(s.path) for s in samples}
+    records = [r for r in records if r["method"] in method_list and r["image"] in keep]
+    summary = aggregate(records)
+    columns = ["n_images", *[COLUMNS[m] for m in metric_list]]
+    text = format_report(summary, fmt, columns)  # type: ignore[arg-type]
+    click.echo(text)
+    if out_file:
+        Path(out_file).write_text(text + "\n")
+    if plot_file:
+        curves = {
+            m: {mode: np.array([r[f"{mode}_curve"] for r in records if r["method"] == m and f"{mode}_curve" in r])
+                for mode in ("insertion", "deletion")}
+            for m in method_list
+        }
+        curves = {m: {k: v for k, v in c.items() if v.size} for m, c in curves.items()}
+        click.echo(f"curves plotted to {plot_curves(curves, plot_file)}", err=True)
+    if errors:
+        click.echo(f"{len(set(errors))} image(s) skipped", err=True)
+        sys.exit(1)

@@ -1,0 +1,77 @@
+"""``opticam-rt explain``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from opticam_rt.runtime.explainer import METHOD_NAMES
+from opticam_rt.runtime.runners import BACKENDS
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--bundle", "bundle_dir", required=True, type=click.Path(file_okay=False), help="Bundle directory.")
+@click.option("--method", type=click.Choice(METHOD_NAMES), default="opti-cam", show_default=True)
+@click.option("--target", default="top1", show_default=True, help="'top1' or a class index.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--iterations", type=click.IntRange(min=1), default=100, show_default=True, help="Opti-CAM iterations.")
+@click.option("--lr", type=float, default=0.1, show_default=True, help="Opti-CAM Adam learning rate.")
+@click.option("--loss", type=click.Choice(["mask", "diff"]), default="mask", show_default=True, help="Opti-CAM objective.")
+@click.option("--tol", type=float, default=None, help="Opti-CAM early stopping: relative loss change per step.")
+@click.option("--pipeline", type=click.Choice(["fused", "split"]), default="fused", show_default=True, help="Opti-CAM pipeline.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--out", "out_dir", default="opticam-out", show_default=True, type=click.Path(file_okay=False), help="Where maps (.npy) and overlays (.png) go.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def explain(
+    images: tuple[str, ...],
+    bundle_dir: str,
+    method: str,
+    target: str,
+    backend: str,
+    iterations: int,
+    lr: float,
+    loss: str,
+    tol: float | None,
+    pipeline: str,
+    batch_size: int,
+    out_dir: str,
+    fmt: str,
+) -> None:
+    """Compute saliency maps for IMAGES; write a .npy map and a .png overlay per image.
+
+    An unreadable image or an out-of-range target is reported by name, the other images are
+    still explained, and the exit status is 1.
+    """
+    from tqdm import tqdm
+
+    from opticam_rt.runtime.explainer import Explainer
+    from opticam_rt.runtime.files import explain_files, parse_target
+
+    options = {"iterations": iterations, "lr": lr, "loss": loss, "tol": tol, "pipeline": pipeline} if method == "opti-cam" else {}
+    bar = tqdm(total=len(images), desc=method, unit="img", file=sys.stderr, disable=len(images) <= 3)
+
+    def report(result: "FileResult") -> None:  # noqa: F821
+        bar.update(1)
+        if result.error:
+            bar.write(f"error: {result.error}", file=sys.stderr)
+        elif fmt == "text":
+            r = result.record
+            bar.write(
+                f"{r['image']}: {r['class_name'] or r['target']} (class {r['target']}) p={r['score']:.3f} "
+                f"masked p={r['masked_score']:.3f} {r['seconds']:.2f} s -> {r['overlay']}"
+            )
+
+    with Explainer(bundle_dir, backend=backend) as explainer:
+        results = explain_files(
+            explainer, images, method, parse_target(target), batch_size, out_dir, on_result=report, **options
+        )
+    bar.close()
+    if fmt == "json":
+        click.echo(json.dumps([r.record if r.record else {"image": r.image, "error": r.error} for r in results], indent=2))
+    failed = [r for r in results if r.error]
+    if failed:
+        click.echo(f"{len(failed)} of {len(results)} images failed", err=True)
+        sys.exit(1)

@@ -1,0 +1,74 @@
+"""Saliency overlays as images: a colour map over the original photo, and side-by-side panels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# Anchor colours of a perceptually ordered blue-cyan-yellow-red map (jet-like, darker ends).
+_ANCHORS = np.array(
+    [
+        [0.00, 0, 0, 128],
+        [0.15, 0, 64, 255],
+        [0.35, 0, 200, 255],
+        [0.50, 80, 255, 160],
+        [0.65, 240, 240, 0],
+        [0.85, 255, 96, 0],
+        [1.00, 160, 0, 0],
+    ],
+    dtype=np.float32,
+)
+
+
+def colorize(saliency: np.ndarray) -> np.ndarray:
+    """(H, W) in [0, 1] -> (H, W, 3) uint8 RGB."""
+    s = np.clip(np.nan_to_num(saliency.astype(np.float32)), 0, 1)
+    channels = [np.interp(s, _ANCHORS[:, 0], _ANCHORS[:, c]) for c in (1, 2, 3)]
+    return np.stack(channels, axis=-1).astype(np.uint8)
+
+
+def overlay(original: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the colourised map, resized to the photo's resolution, over the photo.
+
+    original (H0, W0, 3) uint8; saliency (H, W) in [0, 1] at model resolution -> (H0, W0, 3) uint8.
+    """
+    from PIL import Image
+
+    h0, w0 = original.shape[:2]
+    resized = np.asarray(Image.fromarray(saliency.astype(np.float32), mode="F").resize((w0, h0), Image.BILINEAR))
+    blended = (1 - alpha) * original.astype(np.float32) + alpha * colorize(resized).astype(np.float32)
+    return np.clip(blended, 0, 255).astype(np.uint8)
+
+
+def save_png(rgb: np.ndarray, path: str | Path) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def side_by_side(rows: list[list[np.ndarray]], height: int = 224, gap: int = 4) -> np.ndarray:
+    """A grid of RGB panels (each resized to ``height`` pixels tall), white gaps between them."""
+    from PIL import Image
+
+    scaled_rows = []
+    for row in rows:
+        panels = []
+        for panel in row:
+            h, w = panel.shape[:2]
+            panels.append(np.asarray(Image.fromarray(panel).resize((max(1, round(w * height / h)), height))))
+        width = sum(p.shape[1] for p in panels) + gap * (len(panels) - 1)
+        canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+        x = 0
+        for p in panels:
+            canvas[:, x : x + p.shape[1]] = p
+            x += p.shape[1] + gap
+        scaled_rows.append(canvas)
+    width = max(r.shape[1] for r in scaled_rows)
+    grid = np.full((len(rows) * (height + gap) - gap, width, 3), 255, dtype=np.uint8)
+    for i, r in enumerate(scaled_rows):
+        grid[i * (height + gap) : i * (height + gap) + height, : r.shape[1]] = r
+    return grid
