@@ -158,6 +158,29 @@ def avg_pool2d_input_grad(
     return spread[:, :, ph : ph + h, pw : pw + w].reshape(x.shape)
 
 
+def _adaptive_pool_matrix(out_size: int, in_size: int, dtype: torch.dtype) -> torch.Tensor:
+    """(out_size, in_size): row i averages input cells floor(i*in/out) .. ceil((i+1)*in/out) - 1."""
+    rows = torch.arange(out_size).unsqueeze(1)
+    start = torch.div(rows * in_size, out_size, rounding_mode="floor")
+    end = torch.div((rows + 1) * in_size + out_size - 1, out_size, rounding_mode="floor")
+    cols = torch.arange(in_size).unsqueeze(0)
+    inside = (cols >= start) & (cols < end)
+    return inside.to(dtype) / (end - start).to(dtype)
+
+
+def adaptive_avg_pool2d_input_grad(grad_out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Adaptive average-pool backward (``aten._adaptive_avg_pool2d_backward`` has no ONNX
+    translation): the pool is ``A_h @ X @ A_w.T``, so the input gradient is ``A_h.T @ G @ A_w``.
+
+    Shapes: grad_out (..., oh, ow), x (..., H, W) -> (..., H, W).
+    """
+    h, w = x.shape[-2:]
+    oh, ow = grad_out.shape[-2:]
+    a_h = _adaptive_pool_matrix(oh, h, grad_out.dtype)
+    a_w = _adaptive_pool_matrix(ow, w, grad_out.dtype)
+    return torch.matmul(torch.matmul(a_h.transpose(0, 1), grad_out), a_w)
+
+
 def empty_permuted_as_empty(
     size: Sequence[int],
     physical_layout: Sequence[int],
@@ -183,5 +206,6 @@ def decomposition_table() -> dict[Callable, Callable]:
     table[aten.convolution_backward.default] = convolution_input_grad
     table[aten.max_pool2d_with_indices_backward.default] = max_pool2d_input_grad
     table[aten.avg_pool2d_backward.default] = avg_pool2d_input_grad
+    table[aten._adaptive_avg_pool2d_backward.default] = adaptive_avg_pool2d_input_grad
     table[aten.empty_permuted.default] = empty_permuted_as_empty
     return table

@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import importlib.util
 import io
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -89,8 +90,11 @@ def load_recipe(spec: str) -> ModelRecipe:
             path = Path(module_name)
             if not path.is_file():
                 raise ExportError(f"model file {path} does not exist")
-            loader_spec = importlib.util.spec_from_file_location(path.stem, path)
+            name = f"_opticam_model_{path.stem}"
+            loader_spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(loader_spec)  # type: ignore[arg-type]
+            # Registered before running, as imports do: dataclasses and pickling look it up.
+            sys.modules[name] = module
             loader_spec.loader.exec_module(module)  # type: ignore[union-attr]
         else:
             module = importlib.import_module(module_name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 import warnings
 from typing import Callable, Sequence
@@ -68,6 +69,8 @@ def to_onnx(
         raise
     except Exception as exc:  # noqa: BLE001 - re-raised with the op named
         raise ExportError(f"graph {graph_name!r}: tracing the computation failed: {_explain(exc)}") from exc
+    # The exporter warns once per missing torchvision op on every call; none is used here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     batch = torch.export.Dim("batch", min=1, max=65536)
     # One entry for the wrapper's *args parameter, holding one spec per tensor.
     dynamic_shapes = (tuple({0: batch} for _ in example_inputs),)
@@ -95,6 +98,10 @@ def to_onnx(
 
 _OP_PATTERNS = (
     re.compile(r"derivative for (aten::[\w.]+) is not implemented"),
+    # autograd's own wording: "the derivative for 'igamma: input' is not implemented."
+    re.compile(r"derivative for '(\w+)[^']*' is not implemented"),
+    # torch.onnx: "No ONNX function found for <OpOverload(op='prims.erf_inv', overload='default')>"
+    re.compile(r"OpOverload\(op='([\w.]+)'"),
     re.compile(r"(aten[.:]+[\w.]+)"),
 )
 
@@ -104,7 +111,9 @@ def _explain(exc: BaseException) -> str:
     for pattern in _OP_PATTERNS:
         match = pattern.search(str(exc))
         if match:
-            return f"operator {match.group(1)} cannot be exported or differentiated ({text})"
+            op = match.group(1)
+            op = op if ("." in op or "::" in op) else f"aten::{op}"
+            return f"operator {op} cannot be exported or differentiated ({text})"
     return text
 
 
@@ -115,20 +124,25 @@ def module_calling_op(model: nn.Module, op_name: str, example: torch.Tensor) -> 
     stack: list[str] = []
     found: list[str] = []
     wanted = op_name.replace("::", ".").split(".")[:2]
+    # A backward op (aten.grid_sampler_2d_backward) is found through its forward op's call.
+    forward = [*wanted[:-1], wanted[-1].removesuffix("_backward")]
 
     class Recorder(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
             name = str(func.overloadpacket).replace("::", ".").split(".")
-            if not found and name[:2] == wanted and stack:
+            if not found and name[:2] in (wanted, forward) and stack:
                 found.append(stack[-1])
             return func(*args, **(kwargs or {}))
+
+    def leave(module: nn.Module, args: tuple, output: object) -> None:
+        stack.pop()  # returns None: a forward hook's non-None result would replace the output
 
     handles = []
     for path, module in model.named_modules():
         if not path:
             continue
         handles.append(module.register_forward_pre_hook(lambda m, a, p=path: stack.append(p)))
-        handles.append(module.register_forward_hook(lambda m, a, o: stack.pop()))
+        handles.append(module.register_forward_hook(leave))
     try:
         with torch.no_grad(), Recorder():
             model(example)

@@ -1,0 +1,189 @@
+"""Latency measurements against the PyTorch reference, and the ratio-based regression gate."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from opticam_rt.errors import InputError, OpticamError
+
+#: Pseudo-methods timing the bare network in each runtime: the floor an explainer is judged by.
+FLOORS = ("floor-forward", "floor-grad")
+
+
+@dataclass
+class BenchRow:
+    """Median seconds of one (method, backend, batch); ratio_vs_torch = torch median / this median
+    (above 1: faster than the PyTorch reference), measured interleaved in the same run."""
+
+    method: str
+    backend: str
+    batch: int
+    median_s: float
+    runs: int
+    ratio_vs_torch: float | None = None
+    per_iteration_s: float | None = None
+    loop_overhead: float | None = None
+
+
+def _floor_fn(explainer: Any, method: str) -> Callable[[np.ndarray], Any]:
+    """The bare network's forward, or forward + image gradient, in the explainer's runtime."""
+    if explainer.runner is None:
+        import torch
+
+        clf = explainer._torch
+
+        def torch_floor(images: np.ndarray) -> Any:
+            x = torch.from_numpy(images)
+            if method == "floor-forward":
+                with torch.no_grad():
+                    return clf.logits(x)
+            x.requires_grad_(True)
+            logits = clf.logits(x)
+            return torch.autograd.grad(logits[:, 0].sum(), x)
+
+        return torch_floor
+
+    def ort_floor(images: np.ndarray) -> Any:
+        if method == "floor-forward":
+            return explainer.runner.infer("forward", {"image": images})
+        cot = np.zeros((len(images), explainer.bundle.manifest.num_classes), dtype=np.float32)
+        cot[:, 0] = 1
+        return explainer.runner.infer("grad_image", {"image": images, "cotangent": cot})
+
+    return ort_floor
+
+
+def run_benchmarks(
+    bundle: str | Path,
+    methods: Sequence[str],
+    backends: Sequence[str],
+    batches: Sequence[int],
+    images: np.ndarray,
+    repeat: int = 3,
+    iterations: int = 100,
+    pipeline: str = "fused",
+    log: Callable[[str], None] | None = None,
+) -> list[BenchRow]:
+    """Time every (method, backend, batch); backends interleaved inside each repeat.
+
+    images (M, 3, H, W) in [0, 1]; a batch of n uses the first n (cycled when M < n). The
+    ``torch`` reference is always measured when it can be loaded, so ratios exist.
+    """
+    from opticam_rt.runtime.explainer import Explainer
+
+    names = list(dict.fromkeys([*backends, "torch"]))
+    explainers: dict[str, Explainer] = {}
+    for name in names:
+        try:
+            explainers[name] = Explainer(bundle, backend=name)
+        except OpticamError as exc:
+            if name in backends:
+                raise
+            if log:
+                log(f"no PyTorch reference ({exc}); ratios are left out")
+    samples: dict[tuple[str, str, int], list[float]] = {}
+    for method in methods:
+        for n in batches:
+            batch = np.ascontiguousarray(np.resize(images, (n, *images.shape[1:])), dtype=np.float32)
+            options = {"iterations": iterations, "pipeline": pipeline} if method == "opti-cam" else {}
+            for name, explainer in explainers.items():  # warm-up: sessions, caches
+                _run(explainer, method, batch, {**options, "iterations": 1} if options else options)
+            for r in range(repeat):
+                for name, explainer in explainers.items():
+                    start = time.perf_counter()
+                    _run(explainer, method, batch, options)
+                    samples.setdefault((method, name, n), []).append(time.perf_counter() - start)
+                if log:
+                    log(f"{method} b{n} repeat {r + 1}/{repeat}: " + ", ".join(
+                        f"{name} {samples[(method, name, n)][-1]:.3f} s" for name in explainers))
+    for e in explainers.values():
+        e.close()
+    rows = []
+    for (method, name, n), times in samples.items():
+        rows.append(BenchRow(method, name, n, statistics.median(times), len(times)))
+    by_key = {(r.method, r.backend, r.batch): r for r in rows}
+    for r in rows:
+        ref = by_key.get((r.method, "torch", r.batch))
+        if ref is not None:
+            r.ratio_vs_torch = ref.median_s / r.median_s
+        if r.method == "opti-cam":
+            r.per_iteration_s = r.median_s / iterations
+            floor = by_key.get(("floor-grad", r.backend, r.batch))
+            if floor is not None:
+                r.loop_overhead = r.per_iteration_s / floor.median_s
+    return rows
+
+
+def _run(explainer: Any, method: str, batch: np.ndarray, options: dict[str, Any]) -> None:
+    if method in FLOORS:
+        _floor_fn(explainer, method)(batch)
+    else:
+        explainer.explain(batch, method=method, **options)
+
+
+def format_rows(rows: Sequence[BenchRow]) -> str:
+    header = f"{'method':<14} {'backend':<9} {'batch':>5} {'median s':>10} {'x vs torch':>10} {'s/iter':>9} {'overhead':>9}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        def fmt(v: float | None, spec: str) -> str:
+            return format(v, spec) if v is not None else "-"
+
+        lines.append(
+            f"{r.method:<14} {r.backend:<9} {r.batch:>5} {r.median_s:>10.4f} {fmt(r.ratio_vs_torch, '>10.2f')} "
+            f"{fmt(r.per_iteration_s, '>9.4f')} {fmt(r.loop_overhead, '>9.2f')}"
+        )
+    lines.append("x vs torch: PyTorch reference median / this median (interleaved, same run); "
+                 "overhead: Opti-CAM time per iteration / floor-grad (forward + image gradient).")
+    return "\n".join(lines)
+
+
+@dataclass
+class Regression:
+    method: str
+    backend: str
+    batch: int
+    baseline_ratio: float
+    ratio: float
+
+    @property
+    def change(self) -> float:
+        return self.ratio / self.baseline_ratio - 1
+
+
+def compare_to_baseline(rows: Sequence[BenchRow], baseline: Sequence[dict], threshold: float) -> list[Regression]:
+    """Rows whose ratio to PyTorch fell by more than ``threshold`` (0.15 = 15%) from the baseline.
+
+    Ratios, never absolute times, are compared: both sides of a ratio were measured on the
+    same machine in the same run, so a slower CI machine does not trip the gate.
+    """
+    if not 0 < threshold < 1:
+        raise InputError(f"threshold must be between 0 and 1, got {threshold}")
+    base = {(b["method"], b["backend"], int(b["batch"])): b.get("ratio_vs_torch") for b in baseline}
+    found = []
+    for r in rows:
+        old = base.get((r.method, r.backend, r.batch))
+        if old and r.ratio_vs_torch is not None and r.backend != "torch" and r.ratio_vs_torch < old * (1 - threshold):
+            found.append(Regression(r.method, r.backend, r.batch, old, r.ratio_vs_torch))
+    return found
+
+
+def load_baseline(path: str | Path) -> list[dict]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the benchmark baseline ({exc})") from exc
+    if not isinstance(data, list) or not all(isinstance(d, dict) and "ratio_vs_torch" in d for d in data):
+        raise InputError(f"{path}: not a baseline written by `opticam-rt bench --save-baseline`")
+    return data
+
+
+def rows_to_json(rows: Sequence[BenchRow]) -> str:
+    return json.dumps([asdict(r) for r in rows], indent=2)
