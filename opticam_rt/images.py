@@ -62,19 +62,45 @@ def load_image(path: str | Path, size: tuple[int, int]) -> LoadedImage:
     return LoadedImage(str(path), rgb, to_model_input(rgb, size))
 
 
-def sample_photos() -> dict[str, np.ndarray]:
+def sample_photos(extended: bool = False) -> dict[str, np.ndarray]:
     """Real photographs shipped inside installed packages: name -> (H0, W0, 3) uint8.
 
-    Uses scikit-image's bundled data (no download); returns an empty dict without it.
+    The four colour photos of scikit-image's bundled data (no download); ``extended`` adds its
+    grayscale photos (camera, clock, coins) and matplotlib's grace_hopper.jpg. Missing packages
+    give fewer photos, never an error.
     """
+    photos: dict[str, np.ndarray] = {}
+    names = ["chelsea", "coffee", "astronaut", "rocket"] + (["camera", "clock", "coins"] if extended else [])
     try:
         from skimage import data
     except ImportError:
-        return {}
-    photos = {}
-    for name in ("chelsea", "coffee", "astronaut", "rocket"):
+        data = None
+    for name in names if data is not None else []:
         try:
-            photos[name] = np.asarray(getattr(data, name)(), dtype=np.uint8)[..., :3]
+            img = np.asarray(getattr(data, name)(), dtype=np.uint8)
         except Exception:  # noqa: BLE001 - a missing sample is skipped, never fatal
             continue
+        photos[name] = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
+    if extended:
+        try:
+            import matplotlib
+
+            path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+            if path.is_file():
+                photos["grace_hopper"] = read_rgb(path)
+        except ImportError:
+            pass
     return photos
+
+
+def write_sample_photos(folder: str | Path, extended: bool = True) -> list[Path]:
+    """Save :func:`sample_photos` as PNG files in ``folder`` (for ``opticam-rt evaluate``)."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, rgb in sample_photos(extended).items():
+        paths.append(folder / f"{name}.png")
+        Image.fromarray(rgb).save(paths[-1])
+    return paths
