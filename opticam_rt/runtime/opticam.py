@@ -80,6 +80,11 @@ class OptiCAM(CamMethod):
             raise InputError(f"Opti-CAM pipeline {pipeline!r} is not one of {PIPELINES}")
         if iterations < 1:
             raise InputError(f"iterations must be >= 1, got {iterations}")
+        if pipeline == "split" and getattr(ctx.runner, "name", "") in ("ort-cuda", "ort-trt"):
+            from opticam_rt.runtime.device import DeviceBinding, cupy_or_none
+
+            if cupy_or_none() is not None:
+                ctx.extras["device_binding"] = DeviceBinding(ctx.runner, "grad_image")
         n, k = ctx.features.shape[:2]
         u = np.zeros((n, k), dtype=np.float32)
         adam = Adam(lr)
@@ -108,6 +113,8 @@ class OptiCAM(CamMethod):
                 active = active[quiet[active] < patience]
                 if len(active) == 0:
                     break
+        ctx.extras.pop("device_binding", None)
+        ctx.extras.pop("device_arrays", None)
         ctx.extras.update(u=u, trace=trace, iterations=used)
         maps, _, _ = opticam_forward(ctx.features, u, ctx.images)
         return maps
@@ -118,6 +125,8 @@ class OptiCAM(CamMethod):
 
         -> score (R,), grad_u (R, K).
         """
+        if pipeline == "split" and "device_binding" in ctx.extras:
+            return _split_step_on_device(ctx, u, rows)
         images, features, cot = ctx.images[rows], ctx.features[rows], ctx.onehot(rows)
         if pipeline == "fused":
             out = ctx.runner.infer(
@@ -128,3 +137,24 @@ class OptiCAM(CamMethod):
         out = ctx.runner.infer("grad_image", {"image": masked, "cotangent": cot})
         score = (out["logits"] * cot).sum(axis=1)
         return score, opticam_adjoint(out["grad_image"], cache)
+
+
+def _split_step_on_device(ctx: MethodContext, u: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The split step with images and features resident on the GPU (CuPy kernels + IOBinding).
+
+    The (N, 3, H, W) images, features and one-hot targets go up once per explain call; each
+    step sends u (R, K) up and brings score (R,) and grad_u (R, K) back: a few KB, while the
+    masked images and their gradient never leave the device.
+    """
+    device = ctx.extras["device_binding"]
+    cp = device.cp
+    if "device_arrays" not in ctx.extras:
+        ctx.extras["device_arrays"] = (cp.asarray(ctx.features), cp.asarray(ctx.images), cp.asarray(ctx.onehot()))
+    features_d, images_d, cot_d = ctx.extras["device_arrays"]
+    if len(rows) != len(ctx.images):
+        index = cp.asarray(rows)
+        features_d, images_d, cot_d = features_d[index], images_d[index], cot_d[index]
+    _, masked, cache = opticam_forward(features_d, cp.asarray(u[rows]), images_d)
+    out = device.run({"image": masked, "cotangent": cot_d})
+    score = (out["logits"] * cot_d).sum(axis=1)
+    return cp.asnumpy(score), cp.asnumpy(opticam_adjoint(out["grad_image"], cache))

@@ -103,18 +103,26 @@ class OrtRunner(Runner):
                 + (" and TensorRT 10 (libnvinfer.so.10)" if self.name == "ort-trt" else "")
             )
 
-    def session(self, graph: str) -> Any:
-        if graph not in self.sessions:
+    def session(self, graph: str, cuda_stream: int | None = None) -> Any:
+        """The session of one graph, created on first use.
+
+        ``cuda_stream`` (a CUDA stream pointer) makes the CUDA provider run on that stream, so
+        device-resident callers (CuPy kernels) share it; such sessions are cached separately.
+        """
+        key = graph if cuda_stream is None else f"{graph}@stream{cuda_stream}"
+        if key not in self.sessions:
             ort = _import_onnxruntime()
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.log_severity_level = 3
             if self.threads:
                 options.intra_op_num_threads = self.threads
-            self.sessions[graph] = ort.InferenceSession(
-                str(self.bundle.graph_path(graph)), options, providers=self.providers
-            )
-        return self.sessions[graph]
+            providers: list[Any] = list(self.providers)
+            if cuda_stream is not None and "CUDAExecutionProvider" in providers:
+                at = providers.index("CUDAExecutionProvider")
+                providers[at] = ("CUDAExecutionProvider", {"user_compute_stream": str(cuda_stream)})
+            self.sessions[key] = ort.InferenceSession(str(self.bundle.graph_path(graph)), options, providers=providers)
+        return self.sessions[key]
 
     def infer_impl(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         session = self.session(graph)
