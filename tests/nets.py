@@ -1,9 +1,11 @@
-"""Tiny classifiers for the export tests: a few channels, 32x32 or 24x20 inputs, exported in seconds.
+"""Tiny classifiers for the export tests: a few channels, 32x32 or 24x20 inputs.
 
-Together they cover the layers real classifiers use: strided, grouped, depthwise and dilated
-convolutions, BatchNorm, ReLU / ReLU6 / SiLU / GELU, max pooling (overlapping kernel 3 stride 2
-with padding, and ceil_mode), average and adaptive average pooling, Linear, a residual add, a
-concat and eval-mode Dropout. ``TINY_NETS`` lists each net with the export settings it needs.
+Together ``TINY_NETS`` (the nets the parity tests export, with the settings each needs) cover
+the layers real classifiers use: strided, grouped, depthwise and dilated convolutions,
+BatchNorm, ReLU / ReLU6 / SiLU / GELU, max pooling (overlapping kernel 3 stride 2 with padding,
+and ceil_mode), average pooling (padded, ceil_mode), adaptive average pooling (global and 8 -> 3),
+Linear, a residual add, a concat and eval-mode Dropout. ``MinimalNet`` is the cheapest export;
+``GridSampleNet`` and ``ErfinvNet`` hold ops the exporter must refuse.
 
 Every net draws its own parameters from a fixed seed, and BatchNorm statistics are set to
 non-trivial values, so the nets are deterministic and BatchNorm is not the identity.
@@ -35,7 +37,8 @@ def _seeded(seed: int, module: nn.Module) -> nn.Module:
 
 class ConvNet(nn.Module):
     """32x32 -> 5 classes. Strided conv, BN, ReLU, overlapping padded max pool, grouped conv,
-    ReLU6, dilated depthwise conv, SiLU (tap ``block.act``), adaptive avg pool, Dropout, Linear."""
+    ReLU6, dilated depthwise conv, SiLU (tap ``block.act``), adaptive avg pool to 3x3 (uneven,
+    overlapping windows), eval-mode Dropout, and a large Linear (150 KB: the weight-sharing tests)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,19 +49,22 @@ class ConvNet(nn.Module):
         self.block.add_module("dw", nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8, bias=False))
         self.block.add_module("bn", nn.BatchNorm2d(8))
         self.block.add_module("act", nn.SiLU())
-        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.squeeze = nn.AdaptiveAvgPool2d(3)  # 8x8 -> 3x3
         self.dropout = nn.Dropout(0.3)
-        self.fc = nn.Linear(8, 5)
+        self.fc1 = nn.Linear(8 * 3 * 3, 512)
+        self.fc2 = nn.Linear(512, 5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.stem(x))
         x = self.block(self.grouped(x))
-        return self.fc(self.dropout(torch.flatten(self.gap(x), 1)))
+        x = self.dropout(torch.flatten(self.squeeze(x), 1))
+        return self.fc2(F.relu(self.fc1(x)))
 
 
 class BranchNet(nn.Module):
     """24x20 -> 4 classes. One GELU module ``act`` is called twice (tap ``act@1``); ceil-mode max
-    pool, 1x1 and depthwise branches, residual add, concat, strided conv, AvgPool, Linear."""
+    pool, 1x1 and depthwise branches, residual add, concat, strided conv, BN, a padded ceil-mode
+    AvgPool that excludes the padding, global average pool, Linear."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -69,33 +75,28 @@ class BranchNet(nn.Module):
         self.branch2 = nn.Conv2d(6, 6, 3, padding=1, groups=6)
         self.mix = nn.Conv2d(12, 8, 3, stride=2, padding=1)  # 12x10 -> 6x5
         self.bn = nn.BatchNorm2d(8)
-        self.avg = nn.AvgPool2d(2)  # 6x5 -> 3x2
-        self.fc = nn.Linear(8 * 3 * 2, 4)
+        self.avg = nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)  # 6x5 -> 4x3
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.act(self.stem(x)))
         x = torch.cat([x + self.branch1(x), self.branch2(x)], dim=1)
         x = self.act(self.bn(self.mix(x)))
-        return self.fc(torch.flatten(self.avg(x), 1))
+        return self.fc(torch.flatten(self.gap(self.avg(x)), 1))
 
 
-class WideNet(nn.Module):
-    """32x32 -> 10 classes with a large Linear (160 KB of weights: the weight-sharing tests).
-    Conv, BN, ReLU (tap ``conv2``: a plain Conv2d output), ceil-mode max pool, padded AvgPool."""
+class MinimalNet(nn.Module):
+    """16x16 -> 3 classes: Conv (tap ``conv``), ReLU, global average pool, Linear. The cheapest
+    export, for tests that only need some bundle (CLI, --force)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(8)
-        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)  # 32x32 -> 16x16
-        self.smooth = nn.AvgPool2d(3, stride=1, padding=1)
-        self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)  # 16x16 -> 8x8 (floor: 7x7)
-        self.fc = nn.Linear(16 * 8 * 8, 10)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.pool(self.smooth(F.relu(self.conv2(x))))
-        return self.fc(torch.flatten(x, 1))
+        return self.fc(F.relu(self.conv(x)).mean(dim=(2, 3)))
 
 
 class GridSampleNet(nn.Module):
@@ -147,8 +148,8 @@ def branch_net() -> nn.Module:
     return _seeded(2, BranchNet())
 
 
-def wide_net() -> nn.Module:
-    return _seeded(3, WideNet())
+def minimal_net() -> nn.Module:
+    return _seeded(3, MinimalNet())
 
 
 def grid_sample_net() -> nn.Module:
@@ -186,5 +187,4 @@ class TinyNet:
 TINY_NETS: dict[str, TinyNet] = {
     "conv": TinyNet("conv", conv_net, "block.act", (32, 32), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 5, (8, 8, 8)),
     "branch": TinyNet("branch", branch_net, "act@1", (24, 20), (0.5, 0.4, 0.3), (0.25, 0.2, 0.3), 4, (8, 6, 5)),
-    "wide": TinyNet("wide", wide_net, "conv2", (32, 32), (0.45, 0.45, 0.45), (0.25, 0.25, 0.25), 10, (16, 16, 16)),
 }
