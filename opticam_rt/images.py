@@ -48,6 +48,10 @@ def read_rgb(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
+            if img.mode.startswith("I;16") or img.mode == "I":
+                # 16-bit grayscale (e.g. PNG): convert("RGB") would clip at 255, not rescale
+                wide = np.asarray(img, dtype=np.float64) / 257.0
+                img = Image.fromarray(np.clip(np.rint(wide), 0, 255).astype(np.uint8))  # mode L
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

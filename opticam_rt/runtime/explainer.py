@@ -106,7 +106,7 @@ class Explainer:
         h, w = self.input_size
         if images.ndim != 4 or images.shape[1:] != (3, h, w):
             raise InputError(f"images must have shape (N, 3, {h}, {w}), got {images.shape}")
-        if images.size and (images.min() < 0 or images.max() > 1.0 + 1e-6):
+        if images.size and (not np.isfinite(images).all() or images.min() < 0 or images.max() > 1.0 + 1e-6):
             raise InputError(
                 f"image pixels must be in [0, 1] (got {images.min():.3g}..{images.max():.3g}); divide 0..255 data by 255"
             )

@@ -1,0 +1,70 @@
+"""The CAM family on ONNX Runtime (``ort-cpu``) against the independent PyTorch reference (``torch``).
+
+EfficientNet-Lite0 on real photos for the gradient methods and Fake-CAM. Score-CAM and
+Ablation-CAM cost 1280 full forwards per image in the reference (measured ~190-230 s per photo
+on 2 shared cores), so their parity runs on the tiny net (K = 8) and on EfficientNet only the
+ONNX Runtime map is checked for validity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+ALL_METHODS = ("grad-cam", "grad-cam++", "xgrad-cam", "layer-cam", "score-cam", "ablation-cam", "fake-cam")
+GRADIENT_METHODS = ("grad-cam", "grad-cam++", "xgrad-cam", "layer-cam", "fake-cam")
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_tiny_parity_every_method(method, tiny_ort, tiny_torch, tiny_images, tol, check):
+    a = tiny_ort.explain(tiny_images, method=method)
+    b = tiny_torch.explain(tiny_images, method=method)
+    check.assert_valid_maps(a.maps, len(tiny_images), (32, 32))
+    np.testing.assert_array_equal(a.targets, b.targets)
+    err = np.abs(a.maps - b.maps).max()
+    assert err <= tol.TINY_MAP_ATOL, f"{method}: max |ort - torch| = {err:.2e}"
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.masked_scores, b.masked_scores, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ("score-cam", "ablation-cam"))
+def test_tiny_parity_explicit_non_top1_targets(method, tiny_ort, tiny_torch, tiny_images, tol):
+    """The per-image loops index the target of each image, not the first one."""
+    targets = np.array([0, 3, 6, 1])
+    a = tiny_ort.explain(tiny_images, method=method, targets=targets)
+    b = tiny_torch.explain(tiny_images, method=method, targets=targets)
+    np.testing.assert_array_equal(a.targets, targets)
+    assert np.abs(a.maps - b.maps).max() <= tol.TINY_MAP_ATOL
+    top1 = tiny_ort.explain(tiny_images, method=method)
+    # Score-CAM's softmax over probabilities in [0, 1] makes its weights nearly uniform, so maps
+    # of different classes differ little (~1e-3 here), still far above the parity tolerance.
+    diff = np.abs(top1.maps - a.maps).max()
+    assert diff > 10 * tol.TINY_MAP_ATOL, f"explicit targets gave the top-1 maps ({diff:.1e})"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_effnet_parity_gradient_methods(method, effnet_ort, effnet_torch, effnet_images, tol, check):
+    a = effnet_ort.explain(effnet_images, method=method)
+    b = effnet_torch.explain(effnet_images, method=method)
+    check.assert_valid_maps(a.maps, len(effnet_images), (224, 224))
+    np.testing.assert_array_equal(a.targets, b.targets)
+    corr = check.correlations(a.maps, b.maps)
+    assert (corr >= tol.MAP_CORR_MIN).all(), f"{method}: per-image correlation {corr}"
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_effnet_ablation_cam_is_a_valid_map(effnet_ort, effnet_images, check):
+    out = effnet_ort.explain(effnet_images[:1], method="ablation-cam")
+    check.assert_valid_maps(out.maps, 1, (224, 224))
+    # A fair explanation keeps some of the evidence: better than a black image's ~uniform 1/1000.
+    assert out.masked_scores[0] > 0.01, out.masked_scores
+
+
+@pytest.mark.slow
+def test_effnet_score_cam_is_a_valid_map(effnet_ort, effnet_images, check):
+    """One photo: 1280 masked forwards through onnxruntime (~40 s on 2 shared cores)."""
+    out = effnet_ort.explain(effnet_images[:1], method="score-cam")
+    check.assert_valid_maps(out.maps, 1, (224, 224))
+    assert out.masked_scores[0] > 0.01, out.masked_scores
