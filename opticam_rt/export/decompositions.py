@@ -35,7 +35,12 @@ def convolution_input_grad(
     For stride 1 the input gradient is a forward convolution with the kernel flipped and its
     in/out channels swapped per group; ORT's CPU Conv is much faster than ConvTranspose on
     depthwise kernels (DESIGN.md: 9.6 s -> 5.1 s for 100 EfficientNet-Lite0 steps). Strided
-    convolutions use ConvTranspose with the output_padding that restores the input size.
+    convolutions use ConvTranspose with the output_padding that restores the input size: the
+    stride-1 rewrites of it (zeros inserted into grad_out, or the polyphase Conv followed by a
+    depth-to-space) were measured slower on ONNX Runtime CPU (docs/perf-notes.md).
+
+    Shapes: grad_out (N, C_out, *out), inp (N, C_in, *in), weight (C_out, C_in / groups, *k)
+    -> grad_in (N, C_in, *in).
     """
     if transposed:
         raise ExportError("transposed convolutions in the classifier are not supported by the backward exporter")
@@ -45,6 +50,7 @@ def convolution_input_grad(
         return None, None, None
     spatial = weight.dim() - 2
     kernel = list(weight.shape[2:])
+    stride, padding, dilation = (list(v) * spatial if len(v) == 1 else list(v) for v in (stride, padding, dilation))
     flipped_padding = [d * (k - 1) - p for d, k, p in zip(dilation, kernel, padding)]
     if all(s == 1 for s in stride) and all(p >= 0 for p in flipped_padding):
         out_ch, in_per_group = weight.shape[0], weight.shape[1]
@@ -181,6 +187,28 @@ def adaptive_avg_pool2d_input_grad(grad_out: torch.Tensor, x: torch.Tensor) -> t
     return torch.matmul(torch.matmul(a_h.transpose(0, 1), grad_out), a_w)
 
 
+def hardtanh_input_grad(grad_out: torch.Tensor, x: torch.Tensor, min_val: float, max_val: float) -> torch.Tensor:
+    """ReLU6 / hardtanh backward as a multiply by a 0/1 mask, not ``where``.
+
+    The core decomposition is ``where((x <= lo) | (x >= hi), 0, g)``; ONNX Runtime's CPU Where
+    with a broadcast scalar is ~10x slower than Mul (2.6 ms against 0.26 ms on a
+    (1, 192, 56, 56) tensor), and it was 31% of EfficientNet-Lite0's image-gradient graph.
+    The mask is read off the clamped output y = clamp(x, lo, hi) (lo < y < hi exactly when
+    lo < x < hi), which the forward pass also computes: ONNX Runtime merges the two Clips, so
+    the pre-activation keeps a single consumer and its Conv + Clip fusion survives.
+
+    Shapes: grad_out and x (any, equal) -> like x.
+    """
+    y = torch.clamp(x, min_val, max_val)
+    return grad_out * ((y > min_val) & (y < max_val)).to(grad_out.dtype)
+
+
+def threshold_input_grad(grad_out: torch.Tensor, x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """ReLU backward (autograd passes the ReLU's output as ``x``) as a multiply by a 0/1 mask,
+    for the reason given in :func:`hardtanh_input_grad`. Shapes: like x."""
+    return grad_out * (x > threshold).to(grad_out.dtype)
+
+
 def empty_permuted_as_empty(
     size: Sequence[int],
     physical_layout: Sequence[int],
@@ -207,5 +235,7 @@ def decomposition_table() -> dict[Callable, Callable]:
     table[aten.max_pool2d_with_indices_backward.default] = max_pool2d_input_grad
     table[aten.avg_pool2d_backward.default] = avg_pool2d_input_grad
     table[aten._adaptive_avg_pool2d_backward.default] = adaptive_avg_pool2d_input_grad
+    table[aten.hardtanh_backward.default] = hardtanh_input_grad
+    table[aten.threshold_backward.default] = threshold_input_grad
     table[aten.empty_permuted.default] = empty_permuted_as_empty
     return table

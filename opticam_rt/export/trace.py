@@ -58,7 +58,8 @@ def to_onnx(
     opset: int,
     graph_name: str,
 ) -> "onnx.ModelProto":  # noqa: F821
-    """Trace ``fn`` and export it with a dynamic first (batch) dimension on every input.
+    """Trace ``fn`` and export it with a dynamic first (batch) dimension on every input, then
+    fold the backward passes' per-channel scales and crops into their convolutions.
 
     Raises:
         ExportError: naming the operator that could not be differentiated or translated.
@@ -93,6 +94,9 @@ def to_onnx(
         raise ExportError(f"graph {graph_name!r}: ONNX export failed: {_explain(exc)}") from exc
     model = program.model_proto
     model.graph.name = graph_name
+    from opticam_rt.export.optimize import fold_backward_patterns
+
+    fold_backward_patterns(model)
     return model
 
 
