@@ -38,8 +38,11 @@ class BenchRow:
     loop_overhead: float | None = None
 
 
-def _floor_fn(explainer: Any, method: str) -> Callable[[np.ndarray], Any]:
-    """The bare network's forward, or forward + image gradient, in the explainer's runtime."""
+def floor_fn(explainer: Any, method: str) -> Callable[[np.ndarray], Any]:
+    """The bare network's forward, or forward + image gradient, in the explainer's runtime.
+
+    -> a function of images (N, 3, H, W) in [0, 1]; ``method`` is one of FLOORS.
+    """
     if explainer.runner is None:
         import torch
 
@@ -131,7 +134,7 @@ def run_benchmarks(
 
 def _run(explainer: Any, method: str, batch: np.ndarray, options: dict[str, Any]) -> None:
     if method in FLOORS:
-        _floor_fn(explainer, method)(batch)
+        floor_fn(explainer, method)(batch)
     else:
         explainer.explain(batch, method=method, **options)
 
