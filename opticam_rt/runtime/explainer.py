@@ -12,18 +12,11 @@ import numpy as np
 from opticam_rt.bundle import Bundle, load_bundle
 from opticam_rt.errors import InputError
 from opticam_rt.runtime.cams import MethodContext, softmax
+from opticam_rt.runtime.registry import METHODS
 from opticam_rt.runtime.runners import OrtRunner, resolve_backend
 
-METHOD_NAMES = (
-    "opti-cam",
-    "grad-cam",
-    "grad-cam++",
-    "xgrad-cam",
-    "layer-cam",
-    "score-cam",
-    "ablation-cam",
-    "fake-cam",
-)
+#: Registered method names, in registry order (also the CLI's choices).
+METHOD_NAMES = tuple(METHODS)
 
 
 @dataclass
@@ -152,8 +145,6 @@ class Explainer:
 
         Options go to the method (Opti-CAM: iterations, lr, loss, tol, patience, pipeline).
         """
-        from opticam_rt.runtime.registry import METHODS
-
         if method not in METHODS:
             raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         start = time.perf_counter()
