@@ -61,3 +61,27 @@ def test_efficientnet_bundle(effnet_bundle, effnet_graphs) -> None:
             else:
                 assert len(t.raw_data) < INLINE_LIMIT_BYTES, (name, t.name)
     assert referenced > 2 * weights, (referenced, weights)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("graph", ["grad_features", "grad_image", "opticam_step"])
+def test_backward_graphs_keep_the_fast_forms(effnet_bundle, graph) -> None:
+    """The backward graphs carry none of the patterns docs/perf-notes.md removed: no Where (the
+    ReLU6 backward is a mask multiply), no Pad right after a convolution (crops folded into
+    its pads), and no per-channel Mul right before a convolution whose kernel is a constant."""
+    bundle, _ = effnet_bundle
+    model = onnx.load(str(bundle.graph_path(graph)), load_external_data=False)
+    nodes = list(model.graph.node)
+    producers = {o: n for n in nodes for o in n.output}
+    constants = {t.name for t in model.graph.initializer} | {n.output[0] for n in nodes if n.op_type == "Constant"}
+    ops = [n.op_type for n in nodes]
+    assert "Where" not in ops
+    if graph != "grad_features":  # whose backward stops at the tap, after the last ReLU6
+        assert ops.count("Cast") >= 33, "the 33 ReLU6 masks are missing"
+    for node in nodes:
+        source = producers.get(node.input[0]) if node.input else None
+        if node.op_type == "Pad":
+            assert source is None or source.op_type not in ("Conv", "ConvTranspose"), f"crop after {source.name}"
+        if node.op_type in ("Conv", "ConvTranspose") and node.input[1] in constants and source is not None:
+            scaled = source.op_type == "Mul" and any(i in constants for i in source.input)
+            assert not scaled, f"{node.name}: per-channel scale left before the convolution"
