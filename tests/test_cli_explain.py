@@ -1,12 +1,11 @@
 """`opticam-rt explain` on image files of every kind, and the demo.
 
-Most tests use the tiny net of tests/runtime/tiny_factory.py (exported once per session, shared
+Most tests use the tiny net of tests/tiny_factory.py (exported once per session, shared
 with tests/runtime); the demo uses the session's EfficientNet-Lite0 bundle (slow).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_factory
 from click.testing import CliRunner
 from PIL import Image
 
@@ -27,19 +27,9 @@ SAME_PIXELS_MAP_ATOL = 1e-6
 RECORD_KEYS = {"image", "method", "target", "class_name", "score", "masked_score", "seconds", "map", "overlay"}
 
 
-def _tiny_factory():
-    name = "opticam_rt_tests_tiny_factory"  # same name as tests/runtime/conftest.py: one module
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "runtime" / "tiny_factory.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(_tiny_factory().tiny_bundle_at(tmp_path_factory.getbasetemp()).path)
+    return str(tiny_factory.tiny_bundle_at(tmp_path_factory.getbasetemp()).path)
 
 
 @pytest.fixture(scope="module")

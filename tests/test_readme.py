@@ -3,14 +3,13 @@ options, and its Python example runs (on the tiny test bundle instead of Efficie
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_factory
 from PIL import Image
 
 from opticam_rt.cli import cli
@@ -56,13 +55,7 @@ def test_readme_cli_lines_use_real_commands_and_options(args: list[str]) -> None
 
 def test_readme_python_example_runs(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     (example,) = _blocks("python")
-    name = "opticam_rt_tests_tiny_factory"  # shared with tests/runtime and test_cli_explain
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "runtime" / "tiny_factory.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    bundle = sys.modules[name].tiny_bundle_at(tmp_path_factory.getbasetemp()).path
+    bundle = tiny_factory.tiny_bundle_at(tmp_path_factory.getbasetemp()).path
     photo = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(photo)
     code = example.replace('"bundles/effnet"', repr(str(bundle))).replace('"photo.jpg"', repr(str(photo)))

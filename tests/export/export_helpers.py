@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from parity import relative_error  # noqa: F401 - re-exported for the export tests
 
 #: float32 ONNX Runtime against a float64 PyTorch reference: max |actual - expected| divided by
 #: max |expected|, per output. The tiny nets land near 1e-6; 1e-4 leaves room for BLAS
@@ -12,15 +13,6 @@ import numpy as np
 PARITY_RTOL = 1e-4
 #: onnx.reference (NumPy, float32) against ONNX Runtime (float32): both round differently.
 REFERENCE_EVALUATOR_RTOL = 1e-4
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, f"shape {actual.shape} != expected {expected.shape}"
-    scale = float(np.abs(expected).max(initial=0.0))
-    diff = float(np.abs(actual - expected).max(initial=0.0))
-    return diff / scale if scale > 0 else diff
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float = PARITY_RTOL, what: str = "") -> None:

@@ -6,10 +6,8 @@ The export itself runs once per session in the ``effnet_bundle`` fixture (tests/
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import pytest
-from export_helpers import PARITY_RTOL, assert_close, ort_session
 
 from opticam_rt.bundle import GRAPH_SIGNATURES, WEIGHTS
 from opticam_rt.export import BUILTIN_MODELS, load_recipe

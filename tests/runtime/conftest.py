@@ -2,20 +2,19 @@
 
 Every tolerance of ``tests/runtime`` lives here. Two bundles are used:
 
-* a tiny smooth net (``tiny_factory.py``, 32x32 -> 7 classes, K = 8), exported once per session
+* a tiny smooth net (``tests/tiny_factory.py``, 32x32 -> 7 classes, K = 8), exported once per session
   (shared with ``tests/test_cli_explain.py``): fast, and tight parity is reachable;
 * the pretrained EfficientNet-Lite0 from ``tests/conftest.py::effnet_bundle`` (tests marked slow).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import tiny_factory
+from parity import relative_error
 
 # --- tolerances ------------------------------------------------------------------------------
 
@@ -47,16 +46,6 @@ THREADS = 1
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    """max |actual - expected| / max |expected| (verify.py's measure)."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
-    scale = float(np.abs(expected).max(initial=0.0))
-    diff = float(np.abs(actual - expected).max(initial=0.0))
-    return diff / scale if scale > 0 else diff
-
-
 def correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-image Pearson correlation of two (N, H, W) map stacks."""
     assert a.shape == b.shape, f"shape {a.shape} != {b.shape}"
@@ -74,18 +63,6 @@ def assert_valid_maps(maps: np.ndarray, n: int, size: tuple[int, int]) -> None:
     assert (spread > 0.5).all(), f"a map is (nearly) constant: per-image spread {spread}"
 
 
-def _load_tiny_factory():
-    """tiny_factory.py by path, registered once, so every test module shares one module object."""
-    name = "opticam_rt_tests_tiny_factory"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("tiny_factory.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-tiny_factory = _load_tiny_factory()
 
 
 # --- fixtures --------------------------------------------------------------------------------
