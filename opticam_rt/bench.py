@@ -102,10 +102,10 @@ def run_benchmarks(
         for n in batches:
             batch = np.ascontiguousarray(np.resize(images, (n, *images.shape[1:])), dtype=np.float32)
             options = {"iterations": iterations, "pipeline": pipeline} if method == "opti-cam" else {}
+            calls = FLOOR_BURST if method in FLOORS else 1
             for name, explainer in explainers.items():  # warm-up: sessions, caches
                 _run(explainer, method, batch, {**options, "iterations": 1} if options else options)
             for r in range(repeat):
-                calls = FLOOR_BURST if method in FLOORS else 1
                 for name, explainer in explainers.items():
                     start = time.perf_counter()
                     for _ in range(calls):

@@ -84,3 +84,22 @@ def test_bad_baseline_file_is_named(tiny_bundle: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["bench", "--bundle", str(tiny_bundle), "--baseline", str(bad)])
     assert result.exit_code != 0
     assert "bad.json" in str(result.exception)
+
+
+def test_floors_are_timed_in_bursts(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A floor sample is FLOOR_BURST back-to-back calls, reported per call (steady state)."""
+    from opticam_rt.bench import FLOOR_BURST
+
+    calls: list[str] = []
+    original = OrtRunner.infer_impl
+
+    def counted(self: OrtRunner, graph: str, feeds: dict) -> dict:
+        calls.append(graph)
+        return original(self, graph, feeds)
+
+    monkeypatch.setattr(OrtRunner, "infer_impl", counted)
+    images = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    rows = run_benchmarks(tiny_bundle, ["floor-grad"], ["ort-cpu"], [1], images, repeat=2)
+    assert calls.count("grad_image") == 1 + 2 * FLOOR_BURST  # warm-up, then 2 bursts
+    ort_row = next(r for r in rows if r.backend == "ort-cpu")
+    assert ort_row.runs == 2 and ort_row.median_s < 1.0

@@ -30,7 +30,6 @@ class _Graph:
     def __init__(self, model: Any) -> None:
         from onnx import numpy_helper
 
-        self.model = model
         self.graph = model.graph
         self.numpy_helper = numpy_helper
         self.initializers = {t.name: t for t in self.graph.initializer}
