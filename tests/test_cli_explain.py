@@ -1,6 +1,6 @@
 """`opticam-rt explain` on image files of every kind, and the demo.
 
-Most tests use the tiny net of tests/tiny_factory.py (exported once per session, shared
+Most tests use the tiny net of tests/tiny_runtime_net.py (exported once per session, shared
 with tests/runtime); the demo uses the session's EfficientNet-Lite0 bundle (slow).
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny_factory
+import tiny_runtime_net
 from click.testing import CliRunner
 from PIL import Image
 
@@ -29,7 +29,7 @@ RECORD_KEYS = {"image", "method", "target", "class_name", "score", "masked_score
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(tiny_factory.tiny_bundle_at(tmp_path_factory.getbasetemp()).path)
+    return str(tiny_runtime_net.tiny_bundle_at(tmp_path_factory.getbasetemp()).path)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny_factory
+import tiny_runtime_net
 from PIL import Image
 
 from opticam_rt.cli import cli
@@ -55,7 +55,7 @@ def test_readme_cli_lines_use_real_commands_and_options(args: list[str]) -> None
 
 def test_readme_python_example_runs(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     (example,) = _blocks("python")
-    bundle = tiny_factory.tiny_bundle_at(tmp_path_factory.getbasetemp()).path
+    bundle = tiny_runtime_net.tiny_bundle_at(tmp_path_factory.getbasetemp()).path
     photo = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(photo)
     code = example.replace('"bundles/effnet"', repr(str(bundle))).replace('"photo.jpg"', repr(str(photo)))

@@ -2,7 +2,7 @@
 
 Every tolerance of ``tests/runtime`` lives here. Two bundles are used:
 
-* a tiny smooth net (``tests/tiny_factory.py``, 32x32 -> 7 classes, K = 8), exported once per session
+* a tiny smooth net (``tests/tiny_runtime_net.py``, 32x32 -> 7 classes, K = 8), exported once per session
   (shared with ``tests/test_cli_explain.py``): fast, and tight parity is reachable;
 * the pretrained EfficientNet-Lite0 from ``tests/conftest.py::effnet_bundle`` (tests marked slow).
 """
@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import tiny_factory
+import tiny_runtime_net
 from parity import relative_error
 
 # --- tolerances ------------------------------------------------------------------------------
@@ -98,14 +98,14 @@ def check() -> SimpleNamespace:
 
 @pytest.fixture(scope="session")
 def tiny():
-    """The tiny_factory module (NUM_CLASSES, INPUT_SIZE, make, ...)."""
-    return tiny_factory
+    """The tiny_runtime_net module (NUM_CLASSES, INPUT_SIZE, make, ...)."""
+    return tiny_runtime_net
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory):
     """The tiny net's bundle, exported once per session (model_spec set: the torch backend works)."""
-    return tiny_factory.tiny_bundle_at(tmp_path_factory.getbasetemp())
+    return tiny_runtime_net.tiny_bundle_at(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +123,7 @@ def tiny_images(photos) -> np.ndarray:
     """(4, 3, 32, 32): the sample photos at the tiny net's input size."""
     from opticam_rt.images import to_model_input
 
-    return np.stack([to_model_input(p, tiny_factory.INPUT_SIZE) for p in photos.values()])[:4]
+    return np.stack([to_model_input(p, tiny_runtime_net.INPUT_SIZE) for p in photos.values()])[:4]
 
 
 @pytest.fixture(scope="session")

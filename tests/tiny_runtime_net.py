@@ -1,7 +1,7 @@
 """A tiny deterministic classifier for the runtime tests: 32x32 RGB -> 7 classes, tap ``tap`` (8, 8, 8).
 
-Imported as ``tiny_factory`` (tests/ is on sys.path) and named by path
-(``tests/tiny_factory.py:make``) as the bundle's ``model_spec`` so the
+Imported as ``tiny_runtime_net`` (tests/ is on sys.path) and named by path
+(``tests/tiny_runtime_net.py:make``) as the bundle's ``model_spec`` so the
 ``torch`` reference backend can rebuild it. Smooth activations (SiLU, GELU) and average pooling
 only: no ReLU or max-pool gates that float32 rounding could flip, so the single-step Opti-CAM
 checks can be held to 1e-5. There are layers after the tap, so d logit / d A is not constant.
