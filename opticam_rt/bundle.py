@@ -24,6 +24,23 @@ GRAPH_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+def graph_input_shapes(manifest: "Manifest") -> dict[str, dict[str, tuple[int | None, ...]]]:
+    """Graph -> input -> shape, None where the batch dimension N goes; derived from the manifest.
+
+    image (N, 3, H, W), cotangent (N, C), features (N, K, h, w), u (N, K). The exporter, the
+    runners' input checks and the tests read shapes from here, so they are written once.
+    """
+    h, w = manifest.input_size
+    k, fh, fw = manifest.tap_shape
+    shapes: dict[str, tuple[int | None, ...]] = {
+        "image": (None, 3, h, w),
+        "cotangent": (None, manifest.num_classes),
+        "features": (None, k, fh, fw),
+        "u": (None, k),
+    }
+    return {graph: {name: shapes[name] for name in inputs} for graph, (inputs, _) in GRAPH_SIGNATURES.items()}
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

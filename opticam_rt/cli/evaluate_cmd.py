@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
 from opticam_rt.runtime.runners import BACKENDS
 
 
@@ -19,7 +20,7 @@ from opticam_rt.runtime.runners import BACKENDS
 @click.option("--boxes", "boxes_csv", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CSV path,label,x0,y0,x1,y1 of ground-truth boxes (original image pixels).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--iterations", type=click.IntRange(min=1), default=100, show_default=True, help="Opti-CAM iterations.")
+@method_option_flags()
 @click.option("--steps", type=click.IntRange(min=1), default=224, show_default=True, help="Insertion/deletion steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images explained together.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
@@ -35,13 +36,13 @@ def evaluate(
     metrics: str | None,
     boxes_csv: str | None,
     backend: str,
-    iterations: int,
     steps: int,
     batch_size: int,
     fmt: str,
     out_file: str | None,
     records_file: str | None,
     plot_file: str | None,
+    **method_flags: object,
 ) -> None:
     """Faithfulness (AD, AI, AG, insertion, deletion) and localisation metrics of saliency methods.
 
@@ -62,6 +63,7 @@ def evaluate(
     unknown = [m for m in method_list if m not in METHODS]
     if unknown:
         raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    method_options = options_for(method_list, pop_method_options(method_flags))
     with Explainer(bundle_dir, backend=backend) as explainer:
         samples = load_samples(data, explainer.bundle.manifest.class_names)
         if boxes_csv:
@@ -71,7 +73,7 @@ def evaluate(
         metric_list = parse_metrics(metrics, any(s.boxes for s in samples))
         records_path = Path(records_file or (f"{out_file}.records.jsonl" if out_file else "opticam-eval.records.jsonl"))
         store = RecordStore(records_path)
-        settings = EvaluationSettings(steps=steps, batch_size=batch_size, method_options={"opti-cam": {"iterations": iterations}})
+        settings = EvaluationSettings(steps=steps, batch_size=batch_size, method_options=method_options)
         errors: list[str] = []
         bar = tqdm(total=len(samples) * len(method_list), desc="evaluate", unit="img", file=sys.stderr,
                    disable=len(samples) * len(method_list) <= 3)

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
 from opticam_rt.runtime.explainer import METHOD_NAMES
 from opticam_rt.runtime.runners import BACKENDS
 
@@ -17,11 +18,7 @@ from opticam_rt.runtime.runners import BACKENDS
 @click.option("--method", type=click.Choice(METHOD_NAMES), default="opti-cam", show_default=True)
 @click.option("--target", default="top1", show_default=True, help="'top1' or a class index.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--iterations", type=click.IntRange(min=1), default=100, show_default=True, help="Opti-CAM iterations.")
-@click.option("--lr", type=float, default=0.1, show_default=True, help="Opti-CAM Adam learning rate.")
-@click.option("--loss", type=click.Choice(["mask", "diff"]), default="mask", show_default=True, help="Opti-CAM objective.")
-@click.option("--tol", type=float, default=None, help="Opti-CAM early stopping: relative loss change per step.")
-@click.option("--pipeline", type=click.Choice(["fused", "split"]), default="fused", show_default=True, help="Opti-CAM pipeline.")
+@method_option_flags()
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--out", "out_dir", default="opticam-out", show_default=True, type=click.Path(file_okay=False), help="Where maps (.npy) and overlays (.png) go.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -31,14 +28,10 @@ def explain(
     method: str,
     target: str,
     backend: str,
-    iterations: int,
-    lr: float,
-    loss: str,
-    tol: float | None,
-    pipeline: str,
     batch_size: int,
     out_dir: str,
     fmt: str,
+    **method_flags: object,
 ) -> None:
     """Compute saliency maps for IMAGES; write a .npy map and a .png overlay per image.
 
@@ -50,7 +43,7 @@ def explain(
     from opticam_rt.runtime.explainer import Explainer
     from opticam_rt.runtime.files import explain_files, parse_target
 
-    options = {"iterations": iterations, "lr": lr, "loss": loss, "tol": tol, "pipeline": pipeline} if method == "opti-cam" else {}
+    options = options_for([method], pop_method_options(method_flags))[method]
     bar = tqdm(total=len(images), desc=method, unit="img", file=sys.stderr, disable=len(images) <= 3)
 
     def report(result: "FileResult") -> None:  # noqa: F821
