@@ -12,8 +12,16 @@ from opticam_rt.runtime.registry import METHODS
 
 
 def test_registry_and_method_names_agree():
-    assert set(METHODS) == set(METHOD_NAMES)
-    assert len(METHOD_NAMES) == 8
+    """METHOD_NAMES is the registry's key list; every key is its class's name, lowercase with
+    hyphens; the auto-backend table names only registered methods and backends."""
+    from opticam_rt.runtime.runners import CPU_ORDER, RUNNERS
+
+    assert METHOD_NAMES == tuple(METHODS)
+    for name, cls in METHODS.items():
+        assert cls.name == name and name == name.lower() and " " not in name and "_" not in name
+    for method, order in CPU_ORDER.items():
+        assert method is None or method in METHODS, method
+        assert order and set(order) <= set(RUNNERS), order
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
