@@ -72,7 +72,7 @@ def evaluate_dataset(
         try:
             image = load_image(sample.path, size)
             loaded[str(sample.path)] = (sample, image.pixels)
-            h0, w0 = image.original.shape[:2]
+            h0, w0 = image.original_size
             scales[str(sample.path)] = (size[1] / w0, size[0] / h0)
         except OpticamError as exc:
             if on_error:
