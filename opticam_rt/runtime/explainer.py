@@ -12,6 +12,7 @@ import numpy as np
 from opticam_rt.bundle import Bundle, load_bundle
 from opticam_rt.errors import InputError
 from opticam_rt.runtime.cams import MethodContext, softmax
+from opticam_rt.runtime.checks import check_finite_maps
 from opticam_rt.runtime.registry import METHODS
 from opticam_rt.runtime.runners import OrtRunner, resolve_backend
 
@@ -155,6 +156,7 @@ class Explainer:
             return self._explain_torch(images, method, targets_arr, start, **options)
         ctx = MethodContext(self.runner, images, targets_arr, logits, features, progress)
         maps = METHODS[method]().saliency(ctx, **options)
+        check_finite_maps(maps, method, options, self.bundle.manifest.verification)
         scores = softmax(logits, axis=1)[np.arange(len(images)), targets_arr]
         masked = self.predict_proba(images * maps[:, None])[np.arange(len(images)), targets_arr]
         return Explanation(
