@@ -74,6 +74,8 @@ def read_rgb(path: str | Path) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow's notes on odd metadata (e.g. TIFF tags past the end) are not the user's business
+            warnings.simplefilter("ignore", UserWarning)
             return _decode(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{path}: image too large to decode safely ({exc})") from None

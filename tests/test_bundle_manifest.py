@@ -78,7 +78,7 @@ def test_changed_num_classes_is_caught_by_the_graphs(bundle) -> None:
     assert "'logits'" in one_line_error(bundle)
 
 
-@pytest.mark.parametrize("text", ["[]", "42", '"manifest"', "null", "[" * 100000])
+@pytest.mark.parametrize("text", ["[]", "42", '"manifest"', "null", "[" * 100000], ids=["list", "int", "str", "null", "deep"])
 def test_manifest_that_is_not_an_object(bundle, text) -> None:
     (bundle / MANIFEST).write_text(text)
     one_line_error(bundle)

@@ -14,7 +14,9 @@ import io
 import json
 import os
 import shutil
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -114,8 +116,37 @@ def mutated(draw) -> bytes:
     return bytes(data)
 
 
+def png_with_header(width: int, height: int, depth: int, colour: int, idat: bytes) -> bytes:
+    """A PNG whose header declares any size and pixel format, with valid checksums, and ``idat`` as its data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    palette = chunk(b"PLTE", bytes(range(48))) if colour == 3 else b""
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + palette + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+#: Declared sizes: small enough to decode (area <= 16 megapixels), or past Pillow's bomb limit
+#: (refused before any pixel is allocated); both with data that may be short or garbage.
+declared_pngs = st.builds(
+    png_with_header,
+    st.integers(1, 4000),
+    st.integers(1, 4000),
+    st.sampled_from([1, 2, 4, 8, 16, 3]),
+    st.sampled_from([0, 2, 3, 4, 6, 5]),
+    st.one_of(st.binary(max_size=64), st.builds(lambda n: zlib.compress(b"\x00" * n), st.integers(0, 5000))),
+) | st.builds(
+    png_with_header,
+    st.integers(10000, 60000),
+    st.integers(10000, 60000),
+    st.just(8),
+    st.sampled_from([0, 2, 6]),
+    st.builds(lambda n: zlib.compress(b"\x00" * n), st.integers(0, 100000)),
+)
+
 image_bytes = st.one_of(
     st.tuples(st.just("valid"), valid_files),
+    st.tuples(st.just("declared-png"), declared_pngs),
     st.tuples(st.just("mutated"), mutated()),
     st.tuples(st.just("random"), st.binary(max_size=512)),
 )
@@ -236,8 +267,10 @@ def test_manifest_fuzz(explainer, manifest_copy, good_image) -> None:
 
 
 def test_graph_file_fuzz(manifest_copy) -> None:
-    """A graph file replaced (manifest rehashed, so the hash check passes) loads or fails in one line."""
+    """A graph file replaced (manifest rehashed, so the hash check passes) loads and runs, or fails in one line."""
     import hashlib
+
+    from opticam_rt.runtime import Explainer
 
     copy, original = manifest_copy
     names = sorted(original["graphs"].values())
@@ -253,7 +286,9 @@ def test_graph_file_fuzz(manifest_copy) -> None:
         (copy / MANIFEST).write_text(json.dumps(manifest))
         try:
             load_bundle(copy)
-            seen("graph: loaded")
+            with Explainer(copy, backend="ort-cpu", threads=1) as e:  # loaded: it must then run, or fail in one line
+                e.predict(np.zeros((1, 3, *e.input_size), np.float32))
+            seen("graph: loaded and ran")
         except OpticamError as exc:
             assert "\n" not in str(exc) and name in str(exc), str(exc)
             seen("graph: error")

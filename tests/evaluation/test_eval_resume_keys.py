@@ -78,7 +78,10 @@ def test_records_of_another_bundle_are_not_reused(bundle_dir, data, tmp_path) ->
 def test_plot_after_runs_with_other_step_counts(bundle_dir, data, tmp_path) -> None:
     """Mixed step counts in one records file crashed --plot (inhomogeneous shape)."""
     records = tmp_path / "r.jsonl"
-    evaluate(bundle_dir, data, records, "--steps", "4")
+    later = tmp_path / "b.png"
+    (data / "b.png").rename(later)
+    evaluate(bundle_dir, data, records, "--steps", "4")  # image a only
+    later.rename(data / "b.png")
     evaluate(bundle_dir, data, records, "--steps", "6", "--plot", str(tmp_path / "curves.png"))
     with Image.open(tmp_path / "curves.png") as img:
         assert img.format == "PNG"
