@@ -207,7 +207,7 @@ def test_every_method(method, bundle_dir, chelsea, tmp_path):
 def test_opticam_options_reach_the_method(bundle_dir, chelsea, tmp_path):
     path = tmp_path / "a.png"
     Image.fromarray(chelsea).save(path)
-    base = explain_args(bundle_dir, tmp_path / "out", path, method="opti-cam")
+    base = [*explain_args(bundle_dir, tmp_path / "out", path, method="opti-cam"), "--overwrite"]
     fused = run_ok(*base, "--iterations", "4")[0]
     split = run_ok(*base, "--iterations", "4", "--pipeline", "split")[0]
     assert fused["iterations"] == 4 and split["iterations"] == 4

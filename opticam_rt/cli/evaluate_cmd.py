@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from opticam_rt.cli import EXIT_SOME_FAILED
 from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
 from opticam_rt.runtime.runners import BACKENDS
 
@@ -29,6 +30,7 @@ from opticam_rt.runtime.runners import BACKENDS
               help="Per-image results (JSON lines); an interrupted run resumes from it. "
               "Default: <--out>.records.jsonl or opticam-eval.records.jsonl.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Insertion/deletion curves (PNG/PDF).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out report or --plot file (default: refuse).")
 def evaluate(
     data: str,
     bundle_dir: str,
@@ -42,6 +44,7 @@ def evaluate(
     out_file: str | None,
     records_file: str | None,
     plot_file: str | None,
+    overwrite: bool,
     **method_flags: object,
 ) -> None:
     """Faithfulness (AD, AI, AG, insertion, deletion) and localisation metrics of saliency methods.
@@ -55,6 +58,7 @@ def evaluate(
     from opticam_rt.errors import InputError
     from opticam_rt.evaluation import RecordStore, aggregate, format_report, load_samples, plot_curves
     from opticam_rt.evaluation.datasets import load_csv
+    from opticam_rt.outputs import check_new_file, check_writable_folder, write_file
     from opticam_rt.evaluation.runner import COLUMNS, EvaluationSettings, evaluate_dataset, parse_metrics
     from opticam_rt.runtime.explainer import Explainer
     from opticam_rt.runtime.registry import METHODS
@@ -64,6 +68,12 @@ def evaluate(
     if unknown:
         raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     method_options = options_for(method_list, pop_method_options(method_flags))
+    records_path = Path(records_file or (f"{out_file}.records.jsonl" if out_file else "opticam-eval.records.jsonl"))
+    for path, option in ((out_file, "--out"), (plot_file, "--plot"), (str(records_path), "--records")):
+        if path:  # before any work: an unwritable output must not cost the run
+            check_writable_folder(Path(path).parent, option)
+            if option != "--records":
+                check_new_file(path, overwrite)
     with Explainer(bundle_dir, backend=backend) as explainer:
         samples = load_samples(data, explainer.bundle.manifest.class_names)
         if boxes_csv:
@@ -71,7 +81,6 @@ def evaluate(
             for s in samples:
                 s.boxes.extend(by_path.get(s.path.resolve(), []))
         metric_list = parse_metrics(metrics, any(s.boxes for s in samples))
-        records_path = Path(records_file or (f"{out_file}.records.jsonl" if out_file else "opticam-eval.records.jsonl"))
         store = RecordStore(records_path)
         settings = EvaluationSettings(steps=steps, batch_size=batch_size, method_options=method_options)
         errors: list[str] = []
@@ -92,7 +101,7 @@ def evaluate(
     text = format_report(summary, fmt, columns)  # type: ignore[arg-type]
     click.echo(text)
     if out_file:
-        Path(out_file).write_text(text + "\n")
+        write_file(out_file, lambda f: f.write((text + "\n").encode()), overwrite)
     if plot_file:
         curves = {
             m: {mode: np.array([r[f"{mode}_curve"] for r in records if r["method"] == m and f"{mode}_curve" in r])
@@ -100,7 +109,7 @@ def evaluate(
             for m in method_list
         }
         curves = {m: {k: v for k, v in c.items() if v.size} for m, c in curves.items()}
-        click.echo(f"curves plotted to {plot_curves(curves, plot_file)}", err=True)
+        click.echo(f"curves plotted to {plot_curves(curves, plot_file, overwrite=overwrite)}", err=True)
     if errors:
         click.echo(f"{len(set(errors))} image(s) skipped", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_SOME_FAILED)

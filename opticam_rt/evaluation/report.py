@@ -166,13 +166,16 @@ def _mean_curve(curves: Any, where: str) -> np.ndarray:
     return c.mean(axis=0)
 
 
-def plot_curves(curves_by_method: Mapping[str, Mapping[str, np.ndarray]], path: str | Path) -> Path:
+def plot_curves(
+    curves_by_method: Mapping[str, Mapping[str, np.ndarray]], path: str | Path, overwrite: bool = True
+) -> Path:
     """Draw the mean insertion and deletion curve of each method; save to ``path`` (format from its suffix).
 
     ``curves_by_method``: ``{method: {"insertion": (N, steps + 1), "deletion": (N, steps + 1)}}``
     (either kind may be missing; a 1-D array is taken as one curve). The x axis is the
     fraction of pixels inserted/deleted, in [0, 1]; the legend gives the AUC of the mean
-    curve, which equals the mean of the per-image AUCs. Needs matplotlib.
+    curve, which equals the mean of the per-image AUCs. Needs matplotlib. The file is written
+    atomically; an existing one is replaced only when ``overwrite``.
     """
     try:
         # Figure + the Agg canvas directly: no pyplot, so no global backend switch and no
@@ -202,7 +205,8 @@ def plot_curves(curves_by_method: Mapping[str, Mapping[str, np.ndarray]], path: 
         ax.set_ylim(bottom=0.0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
+    from opticam_rt.outputs import write_file
+
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
+    return write_file(out, lambda f: fig.savefig(f, format=out.suffix.lstrip(".").lower() or "png"), overwrite)

@@ -12,7 +12,7 @@ from opticam_rt.evaluation.classification import classification_metrics_per_imag
 from opticam_rt.evaluation.datasets import Sample
 from opticam_rt.evaluation.insertion_deletion import deletion, insertion
 from opticam_rt.evaluation.localisation import localisation_metrics, saliency_metric
-from opticam_rt.evaluation.records import RecordStore
+from opticam_rt.evaluation.records import RecordStore, produced_by
 from opticam_rt.images import load_image
 
 CLASSIFICATION = ("ad", "ai", "ag")
@@ -58,12 +58,16 @@ def evaluate_dataset(
     Boxes (x0, y0, x1, y1) are in the original image's pixels and are scaled to the model's
     input size with the image.
 
-    Records already in the store are skipped, so an interrupted run resumes. Unreadable images
-    are reported through ``on_error(image, message)`` and skipped. Returns all records.
+    Records already in the store that this run would produce too (same bundle, method, method
+    options, metric settings, backend and opticam-rt version: ``record["produced_by"]``) are
+    reused, so an interrupted run resumes; records made otherwise are never reused. Unreadable
+    images are reported through ``on_error(image, message)`` and skipped. Returns the records of
+    this run's settings (reused and new).
     """
     settings = settings or EvaluationSettings()
     size = explainer.input_size
-    done = store.done_keys()
+    keys = {m: run_key(explainer, m, metrics, settings) for m in methods}
+    done = {(m, str(r["image"])) for m in methods for r in store.matching(keys[m]) if "image" in r}
     loaded: dict[str, tuple[Sample, np.ndarray]] = {}
     scales: dict[str, tuple[float, float]] = {}
     for sample in samples:
@@ -72,7 +76,7 @@ def evaluate_dataset(
         try:
             image = load_image(sample.path, size)
             loaded[str(sample.path)] = (sample, image.pixels)
-            h0, w0 = image.original.shape[:2]
+            h0, w0 = image.original_size
             scales[str(sample.path)] = (size[1] / w0, size[0] / h0)
         except OpticamError as exc:
             if on_error:
@@ -81,24 +85,39 @@ def evaluate_dataset(
         todo = [key for key in loaded if (method, key) not in done]
         options = (settings.method_options or {}).get(method, {})
         for start in range(0, len(todo), settings.batch_size):
-            keys = todo[start : start + settings.batch_size]
-            images = np.stack([loaded[k][1] for k in keys])
-            labels = [loaded[k][0].label for k in keys]
+            batch = todo[start : start + settings.batch_size]
+            images = np.stack([loaded[k][1] for k in batch])
+            labels = [loaded[k][0].label for k in batch]
             try:
                 targets = None if all(lb is None for lb in labels) else [
                     lb if lb is not None else int(explainer.predict(images[i : i + 1])[0].argmax()) for i, lb in enumerate(labels)
                 ]
                 result = explainer.explain(images, method=method, targets=targets, **options)
-            except InputError as exc:
-                for k in keys:
+            except OpticamError as exc:
+                for k in batch:
                     if on_error:
                         on_error(k, str(exc))
                 continue
-            for record in _records(explainer, method, keys, loaded, scales, images, result, metrics, settings):
-                store.append(record)
+            for record in _records(explainer, method, batch, loaded, scales, images, result, metrics, settings):
+                store.append({**record, "produced_by": keys[method]})
             if progress:
-                progress(len(keys))
-    return store.records()
+                progress(len(batch))
+    return [r for m in methods for r in store.matching(keys[m])]
+
+
+def run_key(explainer: Any, method: str, metrics: Sequence[str], settings: EvaluationSettings) -> dict[str, Any]:
+    """``produced_by`` of the records ``method`` gives in this run (see opticam_rt.evaluation.records).
+
+    The options are keyed with their defaults filled in (``--iterations 100`` and no flag make
+    the same records), and the backend is the one that computes ``method`` (``auto`` resolves
+    per method).
+    """
+    from opticam_rt.runtime.explainer import method_class
+
+    given = (settings.method_options or {}).get(method, {})
+    options = method_class(method).Options.parse(given, method).as_dict()
+    metric_settings = {"names": sorted(metrics), "steps": settings.steps}
+    return produced_by(explainer.bundle.sha256, method, options, metric_settings, explainer.runner_for(method).name)
 
 
 def _records(

@@ -12,6 +12,7 @@ import numpy as np
 from opticam_rt.bundle import Bundle, load_bundle
 from opticam_rt.errors import InputError
 from opticam_rt.runtime.cams import softmax
+from opticam_rt.runtime.checks import check_finite_maps
 from opticam_rt.runtime.method import CamMethod, MethodContext
 from opticam_rt.runtime.registry import METHODS
 from opticam_rt.runtime.runner import Runner
@@ -177,6 +178,7 @@ class Explainer:
         targets_arr = self.check_targets(targets, len(images), logits)
         ctx = MethodContext(runner, images, targets_arr, logits, features, progress)
         out = implementation.run(ctx, parsed)
+        check_finite_maps(out.maps, method, parsed.as_dict(), self.bundle.manifest.verification)
         rows = np.arange(len(images))
         scores = softmax(logits, axis=1)[rows, targets_arr]
         masked = self.predict_proba(images * out.maps[:, None], runner)[rows, targets_arr]
