@@ -9,6 +9,7 @@ import click
 
 from opticam_rt.cli import EXIT_SOME_FAILED
 from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
+from opticam_rt.evaluation.metric_names import names as metric_names
 from opticam_rt.runtime.runners import BACKENDS
 
 
@@ -16,8 +17,10 @@ from opticam_rt.runtime.runners import BACKENDS
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(file_okay=False), help="Bundle directory.")
 @click.option("--methods", default="opti-cam,grad-cam,fake-cam", show_default=True, help="Comma-separated method names.")
-@click.option("--metrics", default=None, help="Comma-separated: ad,ai,ag,insertion,deletion,om,le,f1,boxacc,sp,ep,sm "
-              "(default: ad,ai,ag,insertion,deletion, plus localisation when boxes are given).")
+@click.option("--metrics", default=None, help=f"Comma-separated: {','.join(metric_names())} (default: "
+              f"{','.join(metric_names('classification') + metric_names('curve'))}, plus localisation when boxes are given).")
+@click.option("--protocol", type=click.Choice(["standard", "opticam"]), default="standard", show_default=True,
+              help="Localisation protocol: standard (pointing game 15 px, OM/LE at IoU 0.5) or the Opti-CAM paper's variants.")
 @click.option("--boxes", "boxes_csv", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CSV path,label,x0,y0,x1,y1 of ground-truth boxes (original image pixels).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
@@ -36,6 +39,7 @@ def evaluate(
     bundle_dir: str,
     methods: str,
     metrics: str | None,
+    protocol: str,
     boxes_csv: str | None,
     backend: str,
     steps: int,
@@ -59,7 +63,8 @@ def evaluate(
     from opticam_rt.evaluation import RecordStore, aggregate, format_report, load_samples, plot_curves
     from opticam_rt.evaluation.datasets import load_csv
     from opticam_rt.outputs import check_new_file, check_writable_folder, write_file
-    from opticam_rt.evaluation.runner import COLUMNS, EvaluationSettings, evaluate_dataset, parse_metrics
+    from opticam_rt.evaluation.metric_names import BY_NAME
+    from opticam_rt.evaluation.runner import EvaluationSettings, evaluate_dataset, parse_metrics
     from opticam_rt.runtime.explainer import Explainer
     from opticam_rt.runtime.registry import METHODS
 
@@ -82,7 +87,7 @@ def evaluate(
                 s.boxes.extend(by_path.get(s.path.resolve(), []))
         metric_list = parse_metrics(metrics, any(s.boxes for s in samples))
         store = RecordStore(records_path)
-        settings = EvaluationSettings(steps=steps, batch_size=batch_size, method_options=method_options)
+        settings = EvaluationSettings(steps=steps, batch_size=batch_size, method_options=method_options, protocol=protocol)
         errors: list[str] = []
         bar = tqdm(total=len(samples) * len(method_list), desc="evaluate", unit="img", file=sys.stderr,
                    disable=len(samples) * len(method_list) <= 3)
@@ -97,7 +102,7 @@ def evaluate(
     keep = {str(s.path) for s in samples}
     records = [r for r in records if r["method"] in method_list and r["image"] in keep]
     summary = aggregate(records)
-    columns = ["n_images", *[COLUMNS[m] for m in metric_list]]
+    columns = ["n_images", *[BY_NAME[m].column for m in metric_list]]
     text = format_report(summary, fmt, columns)  # type: ignore[arg-type]
     click.echo(text)
     if out_file:

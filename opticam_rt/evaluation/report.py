@@ -23,6 +23,7 @@ import numpy as np
 
 from opticam_rt.errors import InputError
 from opticam_rt.evaluation.localisation import max_box_accuracy
+from opticam_rt.evaluation.metric_names import METRICS
 
 __all__ = [
     "METRIC_ORDER",
@@ -39,10 +40,7 @@ Reducer = Callable[[list[Any]], dict[str, float]]
 
 #: Column order of the outputs: metrics named here come first, in this order, others after
 #: them in alphabetical order.
-METRIC_ORDER: tuple[str, ...] = (
-    "n_images", "AD", "AG", "AI", "insertion", "deletion",
-    "OM", "LE", "F1", "BoxAcc", "MaxBoxAcc", "SP", "EP", "SM",
-)
+METRIC_ORDER: tuple[str, ...] = ("n_images", *(m.column for m in METRICS))
 
 _KEY_FIELDS = frozenset({"method", "image"})
 

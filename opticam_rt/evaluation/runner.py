@@ -11,15 +11,18 @@ from opticam_rt.errors import InputError, OpticamError
 from opticam_rt.evaluation.classification import classification_metrics_per_image
 from opticam_rt.evaluation.datasets import Sample
 from opticam_rt.evaluation.insertion_deletion import deletion, insertion
-from opticam_rt.evaluation.localisation import localisation_metrics, saliency_metric
+from opticam_rt.evaluation.localisation import DEFAULT_BOX_THRESHOLDS, localisation_metrics, saliency_metric
+from opticam_rt.evaluation.metric_names import BY_COLUMN, BY_NAME, names
 from opticam_rt.evaluation.records import RecordStore, produced_by
 from opticam_rt.images import load_image
 
-CLASSIFICATION = ("ad", "ai", "ag")
-CURVES = ("insertion", "deletion")
-LOCALISATION = ("om", "le", "f1", "boxacc", "sp", "ep", "sm")
-ALL_METRICS = (*CLASSIFICATION, *CURVES, *LOCALISATION)
+CLASSIFICATION = names("classification")
+CURVES = names("curve")
+LOCALISATION = names("localisation")
+ALL_METRICS = names()
 DEFAULT_METRICS = (*CLASSIFICATION, *CURVES)
+#: Localisation protocols: the standard one, or the Opti-CAM paper's appendix variants.
+PROTOCOLS = ("standard", "opticam")
 
 
 def parse_metrics(text: str | Sequence[str] | None, have_boxes: bool) -> tuple[str, ...]:
@@ -41,6 +44,13 @@ class EvaluationSettings:
     batch_size: int = 8
     predict_batch_size: int = 32
     method_options: dict[str, dict[str, Any]] | None = None
+    #: "standard" (pointing game with 15 px tolerance, ILSVRC OM/LE at IoU 0.5) or "opticam"
+    #: (the Opti-CAM paper's Table A.7 variants); see ``localisation_metrics``.
+    protocol: str = "standard"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise InputError(f"localisation protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
 
 
 def evaluate_dataset(
@@ -116,7 +126,7 @@ def run_key(explainer: Any, method: str, metrics: Sequence[str], settings: Evalu
 
     given = (settings.method_options or {}).get(method, {})
     options = method_class(method).Options.parse(given, method).as_dict()
-    metric_settings = {"names": sorted(metrics), "steps": settings.steps}
+    metric_settings = {"names": sorted(metrics), "steps": settings.steps, "protocol": settings.protocol}
     return produced_by(explainer.bundle.sha256, method, options, metric_settings, explainer.runner_for(method).name)
 
 
@@ -155,7 +165,8 @@ def _records(
         }
         for name in CLASSIFICATION:
             if name in metrics:
-                record[name.upper()] = float(per_image[name.upper()][i])
+                column = BY_NAME[name].column
+                record[column] = float(per_image[column][i])
         for mode, curve in curves.items():
             record[mode] = float(curve.aucs[i])
             record[f"{mode}_curve"] = [float(v) for v in curve.curves[i]]
@@ -163,18 +174,15 @@ def _records(
             # Boxes are given in the original image's pixels; the maps are at model resolution.
             sx, sy = scales[key]
             boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in sample.boxes]
-            loc = localisation_metrics(result.maps[i], boxes, correct_class=bool(top1[i] == result.targets[i]))
-            for name, value in loc.items():
-                if name.lower() in metrics or name == "max_iou":
-                    record[name] = value
+            loc = localisation_metrics(
+                result.maps[i], boxes, correct_class=bool(top1[i] == result.targets[i]), protocol=settings.protocol,
+                box_thresholds=DEFAULT_BOX_THRESHOLDS if "maxboxacc" in metrics else None,
+            )
+            for field, value in loc.items():
+                # box_acc_grid: per-image hits over thresholds, which the report reduces to MaxBoxAcc.
+                if field in ("max_iou", "box_acc_grid") or (field in BY_COLUMN and BY_COLUMN[field].name in metrics):
+                    record[field] = value
             if sm is not None:
-                record["SM"] = float(sm[i])
+                record[BY_NAME["sm"].column] = float(sm[i])
         records.append(record)
     return records
-
-
-#: Metric option name -> column in records and reports.
-COLUMNS = {
-    "ad": "AD", "ai": "AI", "ag": "AG", "insertion": "insertion", "deletion": "deletion",
-    "om": "OM", "le": "LE", "f1": "F1", "boxacc": "BoxAcc", "sp": "SP", "ep": "EP", "sm": "SM",
-}
