@@ -80,6 +80,8 @@ def evaluate(
             if option != "--records":
                 check_new_file(path, overwrite)
     with Explainer(bundle_dir, backend=backend) as explainer:
+        for m in method_list:
+            click.echo(f"{m}: {explainer.describe_backend(m)}", err=True)
         samples = load_samples(data, explainer.bundle.manifest.class_names)
         if boxes_csv:
             by_path = {s.path.resolve(): s.boxes for s in load_csv(boxes_csv, explainer.bundle.manifest.class_names)}

@@ -64,6 +64,7 @@ def explain(
             )
 
     with Explainer(bundle_dir, backend=backend) as explainer:
+        click.echo(f"{method}: {explainer.describe_backend(method)}", err=True)
         results = explain_files(
             explainer, images, method, parse_target(target), batch_size, out_dir, on_result=report,
             overwrite=overwrite, **options
