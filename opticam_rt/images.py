@@ -51,7 +51,12 @@ def to_model_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Any Pillow-readable file (JPEG, PNG, WebP, BMP, ...) -> (H0, W0, 3) uint8 RGB.
+    """Any Pillow-readable file (JPEG, PNG, WebP, BMP, ...) -> (H0, W0, 3) uint8 RGB (see :func:`open_rgb`)."""
+    return np.asarray(open_rgb(path), dtype=np.uint8)
+
+
+def open_rgb(path: str | Path) -> "PIL.Image.Image":  # noqa: F821
+    """Any Pillow-readable file -> a decoded RGB Pillow image of (W0, H0) pixels.
 
     EXIF orientation is applied; grayscale is replicated to three channels; alpha is composited
     over white (a transparent background should not read as black, which masking means "removed").
@@ -88,11 +93,11 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise InputError(f"{path}: not a readable image ({type(exc).__name__}: {text})") from None
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path) -> "PIL.Image.Image":  # noqa: F821
     from PIL import Image, ImageOps
 
     with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
+        ImageOps.exif_transpose(img, in_place=True)  # no full-size copy of a large photo
         if img.mode.startswith("I;16") or img.mode == "I":
             # 16-bit grayscale (e.g. PNG): convert("RGB") would clip at 255, not rescale
             wide = np.asarray(img, dtype=np.float64) / 257.0
@@ -101,20 +106,32 @@ def _decode(path: Path) -> np.ndarray:
             rgba = img.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             img = Image.alpha_composite(background, rgba)
-        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
-        raise ValueError(f"decoded to an array of shape {rgb.shape}")
+        rgb = img if img.mode == "RGB" else img.convert("RGB")
+        rgb.load()  # decoded before the file closes
+    if rgb.width < 1 or rgb.height < 1:
+        raise ValueError(f"decoded to {rgb.width} x {rgb.height} pixels")
     return rgb
 
 
 def load_image(path: str | Path, size: tuple[int, int], overlay_max_side: int = OVERLAY_MAX_SIDE) -> LoadedImage:
-    """Read, then resize for the model; the photo kept for the overlay is shrunk (see LoadedImage)."""
-    rgb = read_rgb(path)
+    """Read, then resize for the model; the photo kept for the overlay is shrunk (see LoadedImage).
+
+    Both resizes start from the decoded Pillow image, so a large photo is held once at full size,
+    never as extra full-size arrays.
+    """
+    from PIL import Image
+
+    img = open_rgb(path)
+    original_size = (int(img.height), int(img.width))
     try:
-        pixels = to_model_input(rgb, size)
+        resized = img.resize((size[1], size[0]), Image.BILINEAR)
+        pixels = np.ascontiguousarray(np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+        scale = overlay_max_side / max(img.width, img.height)
+        if scale < 1:
+            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BOX)
     except Exception as exc:  # noqa: BLE001 - e.g. a 1 x 60000 strip Pillow cannot resample
         raise InputError(f"{path}: cannot be resized to {size[0]}x{size[1]} ({type(exc).__name__}: {exc})") from None
-    return LoadedImage(str(path), shrink_to(rgb, overlay_max_side), pixels, (int(rgb.shape[0]), int(rgb.shape[1])))
+    return LoadedImage(str(path), np.asarray(img, dtype=np.uint8), pixels, original_size)
 
 
 def sample_photos(extended: bool = False) -> dict[str, np.ndarray]:

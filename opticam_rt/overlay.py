@@ -46,13 +46,15 @@ def overlay(original: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> n
     return np.clip(blended, 0, 255).astype(np.uint8)
 
 
-def save_png(rgb: np.ndarray, path: str | Path) -> Path:
+def save_png(rgb: np.ndarray, path: str | Path, overwrite: bool = True) -> Path:
+    """Write (H, W, 3) uint8 as a PNG, atomically (see ``opticam_rt.outputs.write_file``)."""
     from PIL import Image
+
+    from opticam_rt.outputs import write_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(path)
-    return path
+    return write_file(path, lambda f: Image.fromarray(rgb).save(f, format="PNG"), overwrite)
 
 
 def side_by_side(rows: list[list[np.ndarray]], height: int = 224, gap: int = 4) -> np.ndarray:

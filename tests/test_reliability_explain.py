@@ -207,3 +207,17 @@ def test_defect10_exit_codes_are_distinct(bundle_dir, photo, tmp_path, monkeypat
     code, _, err = run_main(monkeypatch, capsys, *explain(bundle_dir, tmp_path / "o3", photo))
     assert code == EXIT_CRASH
     assert err.startswith("internal error: ZeroDivisionError: a bug") and "Traceback" not in err
+
+
+def test_onnx_runtime_refusing_a_graph_is_a_one_line_error(bundle_dir, photo, tmp_path, monkeypatch, capsys):
+    """A graph that passes the load checks but that ONNX Runtime refuses: exit 2, one line (not 'internal error')."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
+
+    from opticam_rt.runtime import files
+
+    def refuse(*args, **kwargs):
+        raise InvalidProtobuf("Load model from forward.onnx failed: Protobuf parsing failed.")
+
+    monkeypatch.setattr(files.Explainer, "explain", refuse)
+    code, _, err = run_main(monkeypatch, capsys, *explain(bundle_dir, tmp_path / "out", photo))
+    assert code == EXIT_ERROR and err.startswith("error: ONNX Runtime:") and err.count("\n") == 1

@@ -97,6 +97,10 @@ def main() -> None:
         if os.environ.get("OPTICAM_RT_TRACEBACK"):
             raise
         text = " ".join(str(exc).split())[:300]
+        if type(exc).__module__.startswith("onnxruntime"):
+            # ONNX Runtime refusing a graph at session creation: a damaged bundle, not a bug here
+            click.echo(f"error: ONNX Runtime: {text}; re-export the bundle", err=True)
+            sys.exit(EXIT_ERROR)
         click.echo(f"internal error: {type(exc).__name__}: {text} (a bug in opticam-rt; "
                    "set OPTICAM_RT_TRACEBACK=1 for the traceback)", err=True)
         sys.exit(EXIT_CRASH)

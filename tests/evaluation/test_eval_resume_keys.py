@@ -94,3 +94,14 @@ def test_existing_report_is_not_overwritten(bundle_dir, data, tmp_path) -> None:
                                       "--records", str(tmp_path / "r.jsonl"), "--out", str(out)])  # fmt: skip
     assert result.exit_code != 0 and "--overwrite" in str(result.exception)
     assert out.read_text() == "an earlier report" and not (tmp_path / "r.jsonl").exists()  # refused before any work
+
+
+def test_unwritable_report_path_is_refused_before_any_work(bundle_dir, data, tmp_path) -> None:
+    """Defect 4 for evaluate: a report that cannot be written is refused up front, not after the run."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    records = tmp_path / "r.jsonl"
+    result = CliRunner().invoke(cli, ["evaluate", str(data), "--bundle", bundle_dir, "--methods", "grad-cam",
+                                      "--records", str(records), "--out", str(blocker / "report.txt")])  # fmt: skip
+    assert result.exit_code != 0 and "--out" in str(result.exception) and "cannot write" in str(result.exception)
+    assert not records.exists()

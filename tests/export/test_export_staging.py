@@ -3,7 +3,9 @@ stops on Ctrl-C leaving nothing that looks like a bundle, and reports bad models
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from opticam_rt.bundle import MANIFEST, WEIGHTS, load_bundle
 from opticam_rt.errors import ExportError, TapError
 from opticam_rt.export import export_bundle
 from opticam_rt.export import exporter as exporter_module
-from opticam_rt.export.staging import STAGING_PREFIX
+from opticam_rt.export.staging import STAGING_PREFIX, swap_in
 
 CONV = TINY_NETS["conv"]
 REPO = Path(__file__).resolve().parents[2]
@@ -33,11 +35,11 @@ def leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name.startswith(STAGING_PREFIX)]
 
 
-@pytest.fixture(scope="module")
-def first_export(tmp_path_factory) -> Path:
-    """A folder holding a bundle and a user's file that is not part of it."""
-    out = tmp_path_factory.mktemp("staging") / "bundle"
-    export(out)
+@pytest.fixture
+def first_export(tiny_bundle, tmp_path) -> Path:
+    """A folder holding a bundle (a copy of the session's conv export) and a user's file that is not part of it."""
+    out = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle("conv")[0].path, out)
     (out / "notes.txt").write_text("mine")
     return out
 
@@ -53,16 +55,22 @@ def test_defect2_failed_force_export_keeps_the_old_bundle(first_export) -> None:
 
 
 def test_defect2_force_replaces_only_the_bundle_files(first_export, tmp_path) -> None:
-    out = tmp_path / "bundle"
-    import shutil
-
-    shutil.copytree(first_export, out)
-    old_forward = (out / "forward.onnx").stat().st_mtime_ns
-    bundle, _ = export(out, force=True, model_name="second")
-    assert bundle.manifest.model_name == "second" and load_bundle(out).manifest.model_name == "second"
-    assert (out / "notes.txt").read_text() == "mine"
-    assert (out / "forward.onnx").stat().st_mtime_ns != old_forward
-    assert leftovers(tmp_path) == [] and leftovers(out) == []
+    """The swap keeps files no export wrote, drops files only the old bundle listed, and the result loads.
+    (A real --force export end to end: tests/export/test_export_cli.py::test_export_file_factory_json_force.)"""
+    old = json.loads((first_export / MANIFEST).read_text())
+    old["files"]["old-only.onnx"] = {"sha256": "0" * 64, "bytes": 3}  # listed by the old bundle only
+    (first_export / MANIFEST).write_text(json.dumps(old))
+    (first_export / "old-only.onnx").write_bytes(b"old")
+    staging = tmp_path / f"{STAGING_PREFIX}new"
+    shutil.copytree(first_export, staging, ignore=shutil.ignore_patterns("notes.txt", "old-only.onnx"))
+    new = json.loads((staging / MANIFEST).read_text())
+    del new["files"]["old-only.onnx"]
+    new["model_name"] = "second"
+    (staging / MANIFEST).write_text(json.dumps(new))
+    swap_in(staging, first_export, force=True)
+    assert load_bundle(first_export).manifest.model_name == "second"
+    assert (first_export / "notes.txt").read_text() == "mine" and not (first_export / "old-only.onnx").exists()
+    assert not staging.exists() and leftovers(tmp_path) == []
 
 
 def test_defect2_force_never_replaces_a_file_no_export_wrote(tmp_path) -> None:
@@ -76,15 +84,12 @@ def test_defect2_force_never_replaces_a_file_no_export_wrote(tmp_path) -> None:
 
 
 def test_defect11_interrupt_leaves_nothing(tmp_path, monkeypatch) -> None:
-    """Ctrl-C while exporting (the second graph) leaves no bundle folder and no staging folder."""
-    real = exporter_module.to_onnx
+    """Ctrl-C while exporting a graph leaves no bundle folder and no staging folder."""
     calls = []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        raise KeyboardInterrupt
 
     monkeypatch.setattr(exporter_module, "to_onnx", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -95,15 +100,13 @@ def test_defect11_interrupt_leaves_nothing(tmp_path, monkeypatch) -> None:
 def test_defect11_ctrl_c_swallowed_by_a_library_still_stops_the_export(tmp_path, monkeypatch) -> None:
     """Ctrl-C was ignored in 2 of 14 tries: a library catching KeyboardInterrupt must not let the
     export finish and exit 0."""
-    real = exporter_module.to_onnx
-
     def swallowing(*args, **kwargs):
         try:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.2)  # the handler runs here
         except KeyboardInterrupt:
             pass  # what a careless library might do
-        return real(*args, **kwargs)
+        return None  # never used: the export must stop before the next step
 
     monkeypatch.setattr(exporter_module, "to_onnx", swallowing)
     with pytest.raises(KeyboardInterrupt):
@@ -146,33 +149,37 @@ def factory(tmp_path) -> Path:
     return path
 
 
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run([sys.executable, "-c", MAIN, *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)  # fmt: skip
-
-
 def export_args(factory: Path, out: Path, name: str = "build", size: str = "16") -> list[str]:
     return ["export", "--model", f"{factory}:{name}", "--layer", "act", "--input-size", size,
             "--mean", "0.5", "--std", "0.25", "-o", str(out), "--no-verify"]  # fmt: skip
 
 
-def test_defect9_model_factory_that_raises_is_one_line(factory, tmp_path) -> None:
-    result = cli(*export_args(factory, tmp_path / "b", name="broken"))
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
-    assert "raised RuntimeError: weights file not found" in result.stderr
+def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """The console entry point in this process -> (exit status, stderr)."""
+    from opticam_rt.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["opticam-rt", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    return info.value.code, capsys.readouterr().err
+
+
+def test_defect9_model_factory_that_raises_is_one_line(factory, tmp_path, monkeypatch, capsys) -> None:
+    code, err = run_main(monkeypatch, capsys, *export_args(factory, tmp_path / "b", name="broken"))
+    assert code == 2, err
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert "raised RuntimeError: weights file not found" in err
     assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("command", ["export", "layers"])
-def test_defect9_negative_input_size_is_one_line(command, factory, tmp_path) -> None:
+def test_defect9_negative_input_size_is_one_line(command, factory, tmp_path, monkeypatch, capsys) -> None:
     args = export_args(factory, tmp_path / "b", size="-5") if command == "export" else [
         "layers", "--model", f"{factory}:build", "--input-size", "-5"]
-    result = cli(*args)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0
-    assert "--input-size" in result.stderr and "Traceback" not in result.stderr
+    code, err = run_main(monkeypatch, capsys, *args)
+    assert code == 2, err
+    assert err.startswith("error: ") and err.strip().count("\n") == 0
+    assert "--input-size" in err and "Traceback" not in err
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
