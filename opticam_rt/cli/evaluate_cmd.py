@@ -80,8 +80,6 @@ def evaluate(
             if option != "--records":
                 check_new_file(path, overwrite)
     with Explainer(bundle_dir, backend=backend) as explainer:
-        for m in method_list:
-            click.echo(f"{m}: {explainer.describe_backend(m)}", err=True)
         samples = load_samples(data, explainer.bundle.manifest.class_names)
         if boxes_csv:
             by_path = {s.path.resolve(): s.boxes for s in load_csv(boxes_csv, explainer.bundle.manifest.class_names)}
@@ -98,7 +96,9 @@ def evaluate(
             errors.append(image)
             bar.write(f"skipped: {message}", file=sys.stderr)
 
-        click.echo(f"{len(samples)} images x {len(method_list)} methods; per-image results in {records_path}", err=True)
+        on = ", ".join(f"{m} on {explainer.runner_for(m).name}" for m in method_list)
+        click.echo(f"{len(samples)} images x {len(method_list)} methods ({on}"
+                   f"{'; auto picks per method' if backend == 'auto' else ''}); per-image results in {records_path}", err=True)
         records = evaluate_dataset(explainer, samples, method_list, metric_list, store, settings, on_error, bar.update)
         bar.close()
     keep = {str(s.path) for s in samples}

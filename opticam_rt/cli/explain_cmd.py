@@ -60,11 +60,10 @@ def explain(
             r = result.record
             bar.write(
                 f"{r['image']}: {r['class_name'] or r['target']} (class {r['target']}) p={r['score']:.3f} "
-                f"masked p={r['masked_score']:.3f} {r['seconds']:.2f} s -> {r['overlay']}"
+                f"masked p={r['masked_score']:.3f} {r['seconds']:.2f} s on {r['backend']} -> {r['overlay']}"
             )
 
     with Explainer(bundle_dir, backend=backend) as explainer:
-        click.echo(f"{method}: {explainer.describe_backend(method)}", err=True)
         results = explain_files(
             explainer, images, method, parse_target(target), batch_size, out_dir, on_result=report,
             overwrite=overwrite, **options

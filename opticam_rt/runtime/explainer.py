@@ -100,16 +100,6 @@ class Explainer:
             self._runners[name] = create_runner(name, self.bundle, self.threads).activate()
         return self._runners[name]
 
-    def describe_backend(self, method: str | None) -> str:
-        """A line saying which backend computes ``method`` and, under ``auto``, why."""
-        from opticam_rt.runtime.runners import RUNNERS
-
-        name = self.runner_for(method).name
-        if self.backend != "auto":
-            return f"backend {name}"
-        why = "a GPU backend is usable" if RUNNERS[name].gpu else "the installed CPU backend measured fastest for it"
-        return f"backend {name} (auto for {method or 'predictions'}: {why})"
-
     @property
     def runner(self) -> Runner:
         """The runner of plain predictions."""
