@@ -153,6 +153,19 @@ def test_records_resume_and_ignore_a_cut_line(tmp_path) -> None:
     assert all(json.loads(line) for line in store.path.read_text().splitlines())
 
 
+def test_cli_rejects_unknown_method_and_region(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from opticam_rt.cli import cli
+
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    for extra, message in ((["--methods", "grad-cam,nope"], "unknown method"), (["--region", "middle"], "region 'middle'")):
+        with pytest.raises(InputError, match=message):
+            CliRunner().invoke(cli, ["sanity", "wall", str(image), "--model", "efficientnet-lite0", *extra],
+                               catch_exceptions=False)
+
+
 def test_reports_in_every_format() -> None:
     wall = {"grad-cam": {"n_images": 2, "hidden_mass": 0.3, "hidden_peak": 0.5, "hidden_area": 0.5},
             "input-gradient": {"n_images": 2, "hidden_mass": 0.0, "hidden_peak": 0.0, "hidden_area": 0.5}}

@@ -132,15 +132,19 @@ def _model_args() -> list[str]:
 
 
 def test_cli_wall_json(sanity_cache, images, tmp_path) -> None:
+    """JSON keyed by method with the control under input-gradient; a broken image is skipped (exit 1)."""
     files = _photo_files(tmp_path, images)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    files.append(str(tmp_path / "broken.png"))
     result = CliRunner().invoke(cli, ["sanity", "wall", *files, *_model_args(), "--methods", "grad-cam,opti-cam",
                                       "--iterations", "3", "--backend", "ort-cpu", "--format", "json",
                                       "--records", str(tmp_path / "w.jsonl")], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
+    assert "broken.png" in result.stderr
     payload = json.loads(result.stdout)
     assert list(payload) == ["grad-cam", "opti-cam", CONTROL]
     for entry in payload.values():
-        assert {"hidden_mass", "hidden_peak", "hidden_area", "n_images"} <= set(entry)
+        assert {"hidden_mass", "hidden_peak", "hidden_area", "n_images"} <= set(entry) and entry["n_images"] == 3
     assert payload[CONTROL]["hidden_mass"] == 0
 
 
