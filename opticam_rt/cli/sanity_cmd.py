@@ -17,7 +17,8 @@ def _common_options(func: Callable) -> Callable:
     """Options both checks share: the model (as ``export``), methods, backend and output."""
     options = [
         click.argument("images", nargs=-1, required=True, type=click.Path(exists=True)),
-        click.option("--model", "model_spec", required=True, help="Built-in name (efficientnet-lite0) or pkg.module:factory, as for export."),
+        click.option("--model", "model_spec", required=True,
+                     help="Built-in name (efficientnet-lite0) or pkg.module:factory, as for export."),
         click.option("--layer", default=None, help="Tap layer of a user's model (dotted module path; name@i for a shared module)."),
         click.option("--input-size", type=int, default=None, help="Square input size of a user's model, e.g. 224."),
         click.option("--mean", default=None, help="Per-channel mean on pixels in [0, 1] of a user's model."),
