@@ -31,6 +31,7 @@ COMMANDS = {
     "demo": "opticam_rt.cli.demo_cmd:demo",
     "evaluate": "opticam_rt.cli.evaluate_cmd:evaluate",
     "bench": "opticam_rt.cli.bench_cmd:bench",
+    "sanity": "opticam_rt.cli.sanity_cmd:sanity",
 }
 
 #: One-line help per command, shown by ``opticam-rt --help`` without importing the command.
@@ -41,6 +42,7 @@ SUMMARIES = {
     "demo": "Explain bundled sample photos with the built-in EfficientNet-Lite0.",
     "evaluate": "Faithfulness and localisation metrics of saliency methods on a dataset.",
     "bench": "Latency of each method and backend against the PyTorch reference.",
+    "sanity": "Sanity checks of the methods on a model: 'see through walls' and parameter randomisation.",
 }
 
 

@@ -1,0 +1,160 @@
+"""``opticam-rt sanity wall`` and ``opticam-rt sanity randomisation``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from opticam_rt.cli.export_cmd import _floats, _size
+
+_ORT_BACKENDS = ("auto", "ort-cpu", "ort-cuda", "ort-trt")
+
+
+def _common_options(func: Callable) -> Callable:
+    """Options both checks share: the model (as ``export``), methods, backend and output."""
+    options = [
+        click.argument("images", nargs=-1, required=True, type=click.Path(exists=True)),
+        click.option("--model", "model_spec", required=True,
+                     help="Built-in name (efficientnet-lite0) or pkg.module:factory, as for export."),
+        click.option("--layer", default=None, help="Tap layer of a user's model (dotted module path; name@i for a shared module)."),
+        click.option("--input-size", type=int, default=None, help="Square input size of a user's model, e.g. 224."),
+        click.option("--mean", default=None, help="Per-channel mean on pixels in [0, 1] of a user's model."),
+        click.option("--std", default=None, help="Per-channel std on pixels in [0, 1] of a user's model."),
+        click.option("--methods", default="all", show_default=True, help="Comma-separated method names, or 'all'."),
+        click.option("--backend", type=click.Choice(_ORT_BACKENDS), default="auto", show_default=True),
+        click.option("--iterations", type=click.IntRange(min=1), default=100, show_default=True, help="Opti-CAM iterations."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images explained together."),
+        click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True),
+        click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None, help="Write the report here too."),
+        click.option("--records", "records_file", type=click.Path(dir_okay=False), default=None,
+                     help="Per-image results (JSON lines); a rerun resumes from it. Default: <--out>.records.jsonl "
+                     "or opticam-sanity-<check>.records.jsonl."),
+        click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Plot the results (PNG/PDF)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _setup(check: str, images: tuple[str, ...], model_spec: str, layer: str | None, input_size: int | None,
+           mean: str | None, std: str | None, methods: str, out_file: str | None,
+           records_file: str | None) -> tuple[Any, dict, list[str], Any, list[str]]:
+    """(model, images by path, method names, records store, unreadable images)."""
+    from opticam_rt.errors import InputError
+    from opticam_rt.evaluation.datasets import IMAGE_EXTENSIONS
+    from opticam_rt.evaluation.sanity import SanityModel, SanityRecords
+    from opticam_rt.images import load_image
+    from opticam_rt.runtime.registry import METHODS
+
+    names = list(METHODS) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
+    sm = SanityModel.load(model_spec, layer, _size(input_size), _floats(mean, "--mean"), _floats(std, "--std"))
+    paths: list[Path] = []
+    for item in map(Path, images):
+        paths.extend(sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) if item.is_dir() else [item])
+    loaded, bad = {}, []
+    for path in paths:
+        try:
+            loaded[str(path)] = load_image(path, sm.input_size).pixels
+        except InputError as exc:
+            click.echo(f"skipped: {exc}", err=True)
+            bad.append(str(path))
+    if not loaded:
+        raise InputError("no readable image among the ones given")
+    store = SanityRecords(records_file or (f"{out_file}.records.jsonl" if out_file else f"opticam-sanity-{check}.records.jsonl"))
+    click.echo(f"{len(loaded)} images x {len(names)} methods on {sm.name}; per-image results in {store.path}", err=True)
+    return sm, loaded, names, store, bad
+
+
+def _finish(text: str, out_file: str | None, bad: list[str]) -> None:
+    click.echo(text, nl=False)
+    if out_file:
+        Path(out_file).write_text(text)
+    if bad:
+        click.echo(f"{len(bad)} image(s) skipped", err=True)
+        sys.exit(1)
+
+
+@click.group()
+def sanity() -> None:
+    """Sanity checks of the saliency methods on your model: 'see through walls' and parameter randomisation."""
+
+
+@sanity.command()
+@_common_options
+@click.option("--region", default="lower", show_default=True,
+              help="Hidden region: lower, upper, left, right, or x0,y0,x1,y1 as fractions of width and height.")
+@click.option("--no-control", is_flag=True, help="Leave out the input-gradient control.")
+def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size: int | None, mean: str | None,
+         std: str | None, methods: str, backend: str, iterations: int, batch_size: int, fmt: str,
+         out_file: str | None, records_file: str | None, plot_file: str | None, region: str, no_control: bool) -> None:
+    """Hide a region from the model (zeroed before it runs) and measure each method's saliency there.
+
+    Reports per method hidden_mass (share of saliency in the hidden region), hidden_peak (share
+    of images whose map peaks there) and hidden_area (the region's share of the image). The
+    control, input-gradient, is the walled model's own gradient: exactly 0 in the region.
+    """
+    from tqdm import tqdm
+
+    from opticam_rt.evaluation.sanity import WallSettings, format_wall, parse_region, plot_wall, run_wall, summarise_wall
+
+    box = parse_region(region)
+    sm, loaded, names, store, bad = _setup("wall", images, model_spec, layer, input_size, mean, std, methods,
+                                           out_file, records_file)
+    settings = WallSettings(methods=names, region=box, iterations=iterations, batch_size=batch_size,
+                            backend=backend, control=not no_control)
+    bar = tqdm(total=len(loaded) * (len(names) + (not no_control)), desc="wall", unit="img", file=sys.stderr)
+    records = run_wall(sm, loaded, settings, store, log=lambda m: bar.write(m, file=sys.stderr), progress=bar.update)
+    bar.close()
+    summary = summarise_wall(records)
+    if plot_file:
+        click.echo(f"plotted to {plot_wall(summary, plot_file)}", err=True)
+    _finish(format_wall(summary, fmt), out_file, bad)
+
+
+@sanity.command()
+@_common_options
+@click.option("--steps", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Cascade steps, top down: layers above the tap, the tap's block, the blocks below.")
+@click.option("--cascade", "cascade_text", default=None,
+              help="Explicit cascade instead: steps separated by ';', module paths by ',' (e.g. 'fc;layer4.2;layer4.1').")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the re-initialised weights.")
+def randomisation(images: tuple[str, ...], model_spec: str, layer: str | None, input_size: int | None,
+                  mean: str | None, std: str | None, methods: str, backend: str, iterations: int, batch_size: int,
+                  fmt: str, out_file: str | None, records_file: str | None, plot_file: str | None, steps: int,
+                  cascade_text: str | None, seed: int) -> None:
+    """Re-initialise the model's layers from the top down and compare each method's maps with the original ones.
+
+    Each cascade step is exported (and cached) like the original; the report gives, per method
+    and step, the mean Spearman rank correlation and SSIM with the original model's maps for
+    the same target classes. High similarity after randomisation means the map does not
+    depend on what the model learned.
+    """
+    from tqdm import tqdm
+
+    from opticam_rt.evaluation.sanity import (
+        RandomisationSettings,
+        format_randomisation,
+        plot_randomisation,
+        run_randomisation,
+        summarise_randomisation,
+    )
+
+    sm, loaded, names, store, bad = _setup("randomisation", images, model_spec, layer, input_size, mean, std,
+                                           methods, out_file, records_file)
+    settings = RandomisationSettings(methods=names, steps=steps, cascade_text=cascade_text, seed=seed,
+                                     iterations=iterations, batch_size=batch_size, backend=backend)
+    bar = tqdm(total=len(loaded) * len(names) * (steps if cascade_text is None else cascade_text.count(";") + 1),
+               desc="randomisation", unit="map", file=sys.stderr)
+    cascade, records = run_randomisation(sm, loaded, settings, store, log=lambda m: bar.write(m, file=sys.stderr),
+                                         progress=bar.update)
+    bar.close()
+    summary = summarise_randomisation(cascade, records)
+    if plot_file:
+        click.echo(f"plotted to {plot_randomisation(summary, plot_file)}", err=True)
+    _finish(format_randomisation(summary, fmt), out_file, bad)
