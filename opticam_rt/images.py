@@ -31,8 +31,11 @@ def to_model_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0)
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
+def read_rgb(path: str | Path, data: bytes | None = None) -> np.ndarray:
     """Any Pillow-readable file (JPEG, PNG, WebP, BMP, ...) -> (H0, W0, 3) uint8 RGB.
+
+    ``data``, when given, is the file's content already read (e.g. by a Ray driver on another
+    machine); ``path`` then only names it in errors.
 
     EXIF orientation is applied; grayscale is replicated to three channels; alpha is composited
     over white (a transparent background should not read as black, which masking means "removed").
@@ -42,11 +45,13 @@ def read_rgb(path: str | Path) -> np.ndarray:
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    import io
+
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise InputError(f"{path}: no such image file")
     try:
-        with Image.open(path) as img:
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             img = ImageOps.exif_transpose(img)
             if img.mode.startswith("I;16") or img.mode == "I":
                 # 16-bit grayscale (e.g. PNG): convert("RGB") would clip at 255, not rescale
@@ -61,8 +66,9 @@ def read_rgb(path: str | Path) -> np.ndarray:
         raise InputError(f"{path}: not a readable image ({exc})") from exc
 
 
-def load_image(path: str | Path, size: tuple[int, int]) -> LoadedImage:
-    rgb = read_rgb(path)
+def load_image(path: str | Path, size: tuple[int, int], data: bytes | None = None) -> LoadedImage:
+    """Read ``path`` (or decode ``data``, its content, see :func:`read_rgb`) at the model's ``size`` = (H, W)."""
+    rgb = read_rgb(path, data)
     return LoadedImage(str(path), rgb, to_model_input(rgb, size))
 
 

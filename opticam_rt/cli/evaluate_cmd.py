@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
+from opticam_rt.cli.ray_options import ray_config, ray_option_flags
 from opticam_rt.runtime.runners import BACKENDS
 
 
@@ -29,6 +30,7 @@ from opticam_rt.runtime.runners import BACKENDS
               help="Per-image results (JSON lines); an interrupted run resumes from it. "
               "Default: <--out>.records.jsonl or opticam-eval.records.jsonl.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Insertion/deletion curves (PNG/PDF).")
+@ray_option_flags
 def evaluate(
     data: str,
     bundle_dir: str,
@@ -42,6 +44,9 @@ def evaluate(
     out_file: str | None,
     records_file: str | None,
     plot_file: str | None,
+    ray_address: str | None,
+    ray_actors: int | None,
+    ray_cpus_per_actor: float,
     **method_flags: object,
 ) -> None:
     """Faithfulness (AD, AI, AG, insertion, deletion) and localisation metrics of saliency methods.
@@ -64,6 +69,7 @@ def evaluate(
     if unknown:
         raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     method_options = options_for(method_list, pop_method_options(method_flags))
+    ray = ray_config(ray_address, ray_actors, ray_cpus_per_actor, backend)
     with Explainer(bundle_dir, backend=backend) as explainer:
         samples = load_samples(data, explainer.bundle.manifest.class_names)
         if boxes_csv:
@@ -83,7 +89,14 @@ def evaluate(
             bar.write(f"skipped: {message}", file=sys.stderr)
 
         click.echo(f"{len(samples)} images x {len(method_list)} methods; per-image results in {records_path}", err=True)
-        records = evaluate_dataset(explainer, samples, method_list, metric_list, store, settings, on_error, bar.update)
+        if ray is not None:
+            from opticam_rt.scale import evaluate_dataset_on_ray
+
+            records = evaluate_dataset_on_ray(
+                bundle_dir, samples, method_list, metric_list, store, settings, ray, on_error, bar.update
+            )
+        else:
+            records = evaluate_dataset(explainer, samples, method_list, metric_list, store, settings, on_error, bar.update)
         bar.close()
     keep = {str(s.path) for s in samples}
     records = [r for r in records if r["method"] in method_list and r["image"] in keep]

@@ -43,6 +43,77 @@ class EvaluationSettings:
     method_options: dict[str, dict[str, Any]] | None = None
 
 
+@dataclass
+class EvaluationBatch:
+    """One unit of evaluation work: up to ``batch_size`` samples explained together with ``method``."""
+
+    method: str
+    samples: list[Sample]
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch produced: a record per explained image, ``(image, message)`` per failed one."""
+
+    records: list[dict[str, Any]]
+    errors: list[tuple[str, str]]
+
+
+def plan_batches(
+    samples: Sequence[Sample], methods: Sequence[str], done: set[tuple[str, str]], batch_size: int
+) -> list[EvaluationBatch]:
+    """The batches still to run, method by method in dataset order, skipping ``done``
+    ``(method, image)`` keys. Every executor (this process, a Ray cluster) runs exactly these
+    batches, so a batch's images are always explained together and the numbers match."""
+    batches = []
+    for method in methods:
+        todo = [s for s in samples if (method, str(s.path)) not in done]
+        batches += [EvaluationBatch(method, todo[i : i + batch_size]) for i in range(0, len(todo), batch_size)]
+    return batches
+
+
+def evaluate_batch(
+    explainer: "opticam_rt.runtime.Explainer",  # noqa: F821
+    batch: EvaluationBatch,
+    metrics: Sequence[str],
+    settings: EvaluationSettings,
+    contents: Sequence[bytes | None] | None = None,
+) -> BatchOutcome:
+    """Load, explain and score one batch: the unit of work of every executor.
+
+    ``contents`` optionally holds each sample's file content already read (None: read the path
+    here), so a worker that cannot see the driver's files still can. Unreadable images and a
+    batch the method rejects (InputError) become errors; the other images are still scored.
+    """
+    size = explainer.input_size
+    errors: list[tuple[str, str]] = []
+    loaded: dict[str, tuple[Sample, np.ndarray]] = {}
+    scales: dict[str, tuple[float, float]] = {}
+    for i, sample in enumerate(batch.samples):
+        try:
+            image = load_image(sample.path, size, contents[i] if contents is not None else None)
+        except OpticamError as exc:
+            errors.append((str(sample.path), str(exc)))
+            continue
+        loaded[str(sample.path)] = (sample, image.pixels)
+        h0, w0 = image.original.shape[:2]
+        scales[str(sample.path)] = (size[1] / w0, size[0] / h0)
+    keys = list(loaded)
+    if not keys:
+        return BatchOutcome([], errors)
+    images = np.stack([loaded[k][1] for k in keys])
+    labels = [loaded[k][0].label for k in keys]
+    options = (settings.method_options or {}).get(batch.method, {})
+    try:
+        targets = None if all(lb is None for lb in labels) else [
+            lb if lb is not None else int(explainer.predict(images[i : i + 1])[0].argmax()) for i, lb in enumerate(labels)
+        ]
+        result = explainer.explain(images, method=batch.method, targets=targets, **options)
+    except InputError as exc:
+        return BatchOutcome([], errors + [(k, str(exc)) for k in keys])
+    return BatchOutcome(_records(explainer, batch.method, keys, loaded, scales, images, result, metrics, settings), errors)
+
+
 def evaluate_dataset(
     explainer: "opticam_rt.runtime.Explainer",  # noqa: F821
     samples: Sequence[Sample],
@@ -59,46 +130,27 @@ def evaluate_dataset(
     input size with the image.
 
     Records already in the store are skipped, so an interrupted run resumes. Unreadable images
-    are reported through ``on_error(image, message)`` and skipped. Returns all records.
+    are reported through ``on_error(image, message)`` (once per method) and skipped;
+    ``progress(n)`` is called after each batch with its image count. Returns all records.
+    opticam_rt.scale runs the same batches (:func:`plan_batches`, :func:`evaluate_batch`) on a
+    Ray cluster.
     """
     settings = settings or EvaluationSettings()
-    size = explainer.input_size
-    done = store.done_keys()
-    loaded: dict[str, tuple[Sample, np.ndarray]] = {}
-    scales: dict[str, tuple[float, float]] = {}
-    for sample in samples:
-        if all((m, str(sample.path)) in done for m in methods):
-            continue
-        try:
-            image = load_image(sample.path, size)
-            loaded[str(sample.path)] = (sample, image.pixels)
-            h0, w0 = image.original.shape[:2]
-            scales[str(sample.path)] = (size[1] / w0, size[0] / h0)
-        except OpticamError as exc:
-            if on_error:
-                on_error(str(sample.path), str(exc))
-    for method in methods:
-        todo = [key for key in loaded if (method, key) not in done]
-        options = (settings.method_options or {}).get(method, {})
-        for start in range(0, len(todo), settings.batch_size):
-            keys = todo[start : start + settings.batch_size]
-            images = np.stack([loaded[k][1] for k in keys])
-            labels = [loaded[k][0].label for k in keys]
-            try:
-                targets = None if all(lb is None for lb in labels) else [
-                    lb if lb is not None else int(explainer.predict(images[i : i + 1])[0].argmax()) for i, lb in enumerate(labels)
-                ]
-                result = explainer.explain(images, method=method, targets=targets, **options)
-            except InputError as exc:
-                for k in keys:
-                    if on_error:
-                        on_error(k, str(exc))
-                continue
-            for record in _records(explainer, method, keys, loaded, scales, images, result, metrics, settings):
-                store.append(record)
-            if progress:
-                progress(len(keys))
+    for batch in plan_batches(samples, methods, store.done_keys(), settings.batch_size):
+        outcome = evaluate_batch(explainer, batch, metrics, settings)
+        record_outcome(outcome, store, on_error)
+        if progress:
+            progress(len(batch.samples))
     return store.records()
+
+
+def record_outcome(outcome: BatchOutcome, store: RecordStore, on_error: Callable[[str, str], None] | None) -> None:
+    """Append a batch's records to ``store`` and report its errors: how every executor writes."""
+    for record in outcome.records:
+        store.append(record)
+    if on_error:
+        for image, message in outcome.errors:
+            on_error(image, message)
 
 
 def _records(

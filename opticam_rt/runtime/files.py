@@ -35,14 +35,84 @@ def parse_target(text: str | int | None) -> int | None:
         raise InputError(f"target {text!r} must be 'top1' or a class index") from exc
 
 
-def _stem(path: str, used: set[str]) -> str:
-    stem = Path(path).stem or "image"
-    name, i = stem, 1
-    while name in used:
-        i += 1
-        name = f"{stem}-{i}"
-    used.add(name)
-    return name
+def output_stems(paths: Sequence[str | Path]) -> list[str]:
+    """A distinct file stem per input, in input order (``photo``, ``photo-2``, ...).
+
+    Assigned up front from the inputs alone, so outputs are named the same whichever order
+    batches finish in (one process or a Ray cluster) and whichever images fail.
+    """
+    used: set[str] = set()
+    stems = []
+    for path in paths:
+        stem = Path(str(path)).stem or "image"
+        name, i = stem, 1
+        while name in used:
+            i += 1
+            name = f"{stem}-{i}"
+        used.add(name)
+        stems.append(name)
+    return stems
+
+
+def explain_batch(
+    explainer: Explainer,
+    paths: Sequence[str | Path],
+    method: str,
+    target: int | None = None,
+    options: dict[str, Any] | None = None,
+    contents: Sequence[bytes | None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[FileResult]:
+    """Load and explain one batch of files: the unit of work of every executor.
+
+    One FileResult per path, in order: ``record`` (without output paths), ``saliency`` and
+    ``original`` when explained, ``error`` otherwise. ``contents`` optionally holds each file's
+    content already read (None: read the path here).
+    """
+    results: list[FileResult] = []
+    loaded: list[tuple[FileResult, LoadedImage]] = []
+    num_classes = explainer.bundle.manifest.num_classes
+    for i, path in enumerate(paths):
+        result = FileResult(str(path))
+        try:
+            if target is not None and not 0 <= target < num_classes:
+                raise InputError(f"target class {target} is out of range: the model has classes 0..{num_classes - 1}")
+            loaded.append((result, load_image(path, explainer.input_size, contents[i] if contents is not None else None)))
+        except OpticamError as exc:
+            result.error = str(exc)
+        results.append(result)
+    if not loaded:
+        return results
+    images = np.stack([img.pixels for _, img in loaded])
+    try:
+        explanation = explainer.explain(images, method=method, targets=target, progress=progress, **(options or {}))
+    except InputError as exc:
+        for result, _ in loaded:
+            result.error = str(exc)
+        return results
+    per_image = explanation.seconds / len(loaded)
+    for i, (result, img) in enumerate(loaded):
+        result.record = {"image": result.image, **explanation.record(i), "seconds": per_image}
+        result.saliency = explanation.maps[i]
+        result.original = img.original
+    return results
+
+
+def write_outputs(result: FileResult, method: str, stem: str, out_dir: str | Path | None) -> None:
+    """Write an explained result's ``<stem>.<method>.npy`` (float32 map at model resolution) and
+    ``<stem>.<method>.png`` (overlay at the original resolution) into ``out_dir`` and put their
+    paths in its record (None without ``out_dir``). Results with an error are left alone."""
+    if result.record is None:
+        return
+    if out_dir is None:
+        result.record.update(map=None, overlay=None)
+        return
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    npy = out / f"{stem}.{method}.npy"
+    np.save(npy, result.saliency.astype(np.float32))
+    png = save_png(overlay(result.original, result.saliency), out / f"{stem}.{method}.png")
+    result.record.update(map=str(npy), overlay=str(png))
 
 
 def explain_files(
@@ -59,50 +129,16 @@ def explain_files(
     """Explain every readable file; unreadable files and bad targets become FileResult errors.
 
     Writes ``<stem>.<method>.npy`` (float32 map at model resolution) and ``<stem>.<method>.png``
-    (overlay at the original resolution) into ``out_dir`` when given.
+    (overlay at the original resolution) into ``out_dir`` when given. opticam_rt.scale runs the
+    same batches (:func:`explain_batch`, :func:`write_outputs`) on a Ray cluster.
     """
     results: list[FileResult] = []
-    loaded: list[tuple[FileResult, LoadedImage]] = []
-    num_classes = explainer.bundle.manifest.num_classes
-    for path in paths:
-        result = FileResult(str(path))
-        try:
-            if target is not None and not 0 <= target < num_classes:
-                raise InputError(f"target class {target} is out of range: the model has classes 0..{num_classes - 1}")
-            loaded.append((result, load_image(path, explainer.input_size)))
-        except OpticamError as exc:
-            result.error = str(exc)
+    stems = output_stems(paths)
+    for start in range(0, len(paths), batch_size):
+        batch = explain_batch(explainer, paths[start : start + batch_size], method, target, options, progress=progress)
+        for i, result in enumerate(batch):
+            write_outputs(result, method, stems[start + i], out_dir)
             if on_result:
                 on_result(result)
-        results.append(result)
-    out = Path(out_dir) if out_dir is not None else None
-    used: set[str] = set()
-    for start in range(0, len(loaded), batch_size):
-        chunk = loaded[start : start + batch_size]
-        images = np.stack([img.pixels for _, img in chunk])
-        try:
-            explanation = explainer.explain(images, method=method, targets=target, progress=progress, **options)
-        except InputError as exc:
-            for result, _ in chunk:
-                result.error = str(exc)
-                if on_result:
-                    on_result(result)
-            continue
-        per_image = explanation.seconds / len(chunk)
-        for i, (result, img) in enumerate(chunk):
-            record = {"image": result.image, **explanation.record(i), "seconds": per_image}
-            if out is not None:
-                stem = _stem(result.image, used)
-                out.mkdir(parents=True, exist_ok=True)
-                npy = out / f"{stem}.{method}.npy"
-                np.save(npy, explanation.maps[i].astype(np.float32))
-                png = save_png(overlay(img.original, explanation.maps[i]), out / f"{stem}.{method}.png")
-                record.update(map=str(npy), overlay=str(png))
-            else:
-                record.update(map=None, overlay=None)
-            result.record = record
-            result.saliency = explanation.maps[i]
-            result.original = img.original
-            if on_result:
-                on_result(result)
+        results += batch
     return results
