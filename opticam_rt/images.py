@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,18 @@ def to_model_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0)
 
 
+class _FileContent(io.BytesIO):
+    """A file's bytes that Pillow's messages name as the file (its repr is the path's), so errors
+    read the same whether the file or its content was given."""
+
+    def __init__(self, data: bytes, path: Path) -> None:
+        super().__init__(data)
+        self.path = path
+
+    def __repr__(self) -> str:
+        return repr(str(self.path))
+
+
 def read_rgb(path: str | Path, data: bytes | None = None) -> np.ndarray:
     """Any Pillow-readable file (JPEG, PNG, WebP, BMP, ...) -> (H0, W0, 3) uint8 RGB.
 
@@ -45,13 +58,11 @@ def read_rgb(path: str | Path, data: bytes | None = None) -> np.ndarray:
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    import io
-
     path = Path(path)
     if data is None and not path.is_file():
         raise InputError(f"{path}: no such image file")
     try:
-        with Image.open(path if data is None else io.BytesIO(data)) as img:
+        with Image.open(path if data is None else _FileContent(data, path)) as img:
             img = ImageOps.exif_transpose(img)
             if img.mode.startswith("I;16") or img.mode == "I":
                 # 16-bit grayscale (e.g. PNG): convert("RGB") would clip at 255, not rescale

@@ -133,9 +133,13 @@ class RayBatchExecutor:
     not retried (it would fail again) and ends the run.
     """
 
-    def __init__(self, bundle_dir: str | Path, config: RayConfig | None = None) -> None:
+    def __init__(
+        self, bundle_dir: str | Path, config: RayConfig | None = None, worker: type[ExplainerWorker] = ExplainerWorker
+    ) -> None:
+        """``worker``: the class each actor runs (a subclass can add instrumentation or faults)."""
         self.bundle_dir = bundle_dir
         self.config = config or RayConfig()
+        self.worker = worker
         self.actors: list[Any] = []
         self.stats = PoolStats()
         self._owns_ray = False
@@ -177,7 +181,7 @@ class RayBatchExecutor:
         cfg = self.config
         self._source = ship_bundle(self.bundle_dir)
         threads = max(1, math.ceil(cfg.cpus_per_actor))
-        self._actor_class = ray.remote(ExplainerWorker).options(num_cpus=cfg.cpus_per_actor, max_restarts=0)
+        self._actor_class = ray.remote(self.worker).options(num_cpus=cfg.cpus_per_actor, max_restarts=0)
         self._actor_args = (self._source, cfg.backend, threads)
         count = cfg.actors or max(1, int(ray.available_resources().get("CPU", 1.0) // cfg.cpus_per_actor))
         self.actors = [self._new_actor() for _ in range(count)]
