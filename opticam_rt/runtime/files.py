@@ -23,6 +23,9 @@ class FileResult:
     error: str | None = None
     saliency: np.ndarray | None = field(default=None, repr=False)
     original: np.ndarray | None = field(default=None, repr=False)
+    #: The overlay already encoded as PNG (``explain_batch(render_overlay=True)``, on a Ray
+    #: worker), so the driver only writes bytes; ``original`` is then None.
+    overlay_png: bytes | None = field(default=None, repr=False)
 
 
 def parse_target(text: str | int | None) -> int | None:
@@ -62,12 +65,15 @@ def explain_batch(
     options: dict[str, Any] | None = None,
     contents: Sequence[bytes | None] | None = None,
     progress: Callable[[int], None] | None = None,
+    render_overlay: bool = False,
 ) -> list[FileResult]:
     """Load and explain one batch of files: the unit of work of every executor.
 
     One FileResult per path, in order: ``record`` (without output paths), ``saliency`` and
     ``original`` when explained, ``error`` otherwise. ``contents`` optionally holds each file's
-    content already read (None: read the path here).
+    content already read (None: read the path here). ``render_overlay`` encodes the overlay PNG
+    here (``overlay_png``) instead of keeping ``original``: a Ray worker does this, so the driver,
+    which writes every output, is not the bottleneck (an overlay costs 30-90 ms here).
     """
     results: list[FileResult] = []
     loaded: list[tuple[FileResult, LoadedImage]] = []
@@ -94,8 +100,22 @@ def explain_batch(
     for i, (result, img) in enumerate(loaded):
         result.record = {"image": result.image, **explanation.record(i), "seconds": per_image}
         result.saliency = explanation.maps[i]
-        result.original = img.original
+        if render_overlay:
+            result.overlay_png = _png_bytes(overlay(img.original, result.saliency))
+        else:
+            result.original = img.original
     return results
+
+
+def _png_bytes(rgb: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 -> the PNG file ``save_png`` would write, as bytes."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def write_outputs(result: FileResult, method: str, stem: str, out_dir: str | Path | None) -> None:
@@ -111,7 +131,11 @@ def write_outputs(result: FileResult, method: str, stem: str, out_dir: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     npy = out / f"{stem}.{method}.npy"
     np.save(npy, result.saliency.astype(np.float32))
-    png = save_png(overlay(result.original, result.saliency), out / f"{stem}.{method}.png")
+    png = out / f"{stem}.{method}.png"
+    if result.overlay_png is not None:
+        png.write_bytes(result.overlay_png)
+    else:
+        save_png(overlay(result.original, result.saliency), png)
     result.record.update(map=str(npy), overlay=str(png))
 
 

@@ -63,9 +63,9 @@ def explain_files_on_ray(
 ) -> list[FileResult]:
     """``runtime.files.explain_files`` with the batches spread over a Ray cluster.
 
-    The driver writes each image's .npy map and .png overlay under the name a single-process
-    run gives it, and calls ``on_result`` per image as its batch comes back. Results come back
-    in input order; each drops its ``original`` pixels once the overlay is written.
+    The driver writes each image's .npy map and .png overlay (encoded by the actor) under the
+    name a single-process run gives it, and calls ``on_result`` per image as its batch comes
+    back. The results are returned in input order, with ``overlay_png`` and no ``original``.
     """
     paths = [str(p) for p in paths]
     stems = output_stems(paths)
@@ -79,7 +79,6 @@ def explain_files_on_ray(
     def done(i: int, batch: list[FileResult]) -> None:
         for j, result in enumerate(batch):
             write_outputs(result, method, stems[starts[i] + j], out_dir)
-            result.original = None
             if on_result:
                 on_result(result)
         results[i] = batch

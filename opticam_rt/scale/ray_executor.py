@@ -95,11 +95,11 @@ class ExplainerWorker:
     def explain(
         self, paths: list[str], method: str, target: int | None, options: dict[str, Any], contents: list[bytes | None]
     ) -> Any:
-        """``runtime.files.explain_batch`` -> its FileResults."""
+        """``runtime.files.explain_batch`` -> its FileResults, overlays encoded here (not on the driver)."""
         from opticam_rt.runtime.files import explain_batch
 
         self.ready()
-        return explain_batch(self.explainer, paths, method, target, options, contents)
+        return explain_batch(self.explainer, paths, method, target, options, contents, render_overlay=True)
 
 
 def read_contents(paths: list[str]) -> list[bytes | None]:

@@ -1,8 +1,8 @@
-"""The Ray tests' shared pieces: one local Ray cluster per session (2 CPUs, 127.0.0.1 only, no
+"""The Ray tests' shared pieces: one local Ray cluster for all of them (2 CPUs, 127.0.0.1 only, no
 dashboard), the tiny bundle, sample photos plus one unreadable file, and the tolerance.
 
-Starting Ray takes 10-20 s on 2 cores, so every test here shares the one cluster; the cluster is
-shut down when the session ends.
+Starting Ray takes 10-20 s on 2 cores, so every test here shares the one cluster (module scope:
+the Ray tests live in one module, and Ray's daemons stop as soon as it is done).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ START_TIMEOUT_S = 180.0
 BATCH_TIMEOUT_S = 120.0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """A local Ray instance for the whole session; yields the ray module."""
+    """A local Ray instance for the module's tests; yields the ray module."""
     ray = pytest.importorskip("ray", reason="needs opticam-rt[ray]")
     if ray.is_initialized():
         pytest.skip("Ray is already initialised in this process")
