@@ -255,6 +255,10 @@ class RayBatchExecutor:
                     queue.appendleft(i)
                     if self.actors[slot] is actor:  # the first of its lost batches to come back
                         log.warning("Ray actor %d died (%s); batch %d goes to a new actor", slot, type(exc).__name__, i)
+                        try:
+                            ray.kill(actor)  # only unreachable, perhaps: free its CPUs for the new one
+                        except Exception:  # noqa: BLE001 - already gone
+                            pass
                         self.actors[slot] = self._new_actor()
                     continue
                 on_done(i, result)
