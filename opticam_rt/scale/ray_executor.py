@@ -145,6 +145,7 @@ class RayBatchExecutor:
         self._owns_ray = False
         self._source: BundleSource | None = None
         self._actor_class: Any = None
+        self._actor_args: tuple[Any, ...] = ()
 
     # --- lifecycle -----------------------------------------------------------------------
 
