@@ -16,7 +16,7 @@ _ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d+$")
 class RayConfig:
     """Where and how wide a Ray run goes.
 
-    address: None starts (or joins) a local Ray instance on 127.0.0.1; ``"auto"`` joins the
+    address: None starts (or joins) a local Ray instance (node address 127.0.0.1); ``"auto"`` joins the
         running cluster; ``HOST:PORT`` / ``ray://HOST:PORT`` a given one. When Ray is already
         initialised in this process, that instance is used and left running.
     actors: explainer actors, each holding one loaded bundle (None: as many as the cluster's

@@ -154,7 +154,7 @@ class RayBatchExecutor:
         if not ray.is_initialized():
             self._owns_ray = True
             if self.config.address is None:
-                # A local instance: listen on loopback only, no dashboard.
+                # A local instance: node address 127.0.0.1, no dashboard (docs/scale.md: what Ray still binds).
                 ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, logging_level=logging.WARNING)
             else:
                 ray.init(address=self.config.address, logging_level=logging.WARNING)

@@ -1,5 +1,5 @@
-"""The Ray tests' shared pieces: one local Ray cluster for all of them (2 CPUs, 127.0.0.1 only, no
-dashboard), the tiny bundle, sample photos plus one unreadable file, and the tolerance.
+"""The Ray tests' shared pieces: one local Ray cluster for all of them (2 CPUs, node address 127.0.0.1,
+no dashboard), the tiny bundle, sample photos plus one unreadable file, and the tolerance.
 
 Starting Ray takes 10-20 s on 2 cores, so every test here shares the one cluster (module scope:
 the Ray tests live in one module, and Ray's daemons stop as soon as it is done).
