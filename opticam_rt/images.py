@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,13 +52,28 @@ def to_model_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0)
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
+class _FileContent(io.BytesIO):
+    """A file's bytes that Pillow's messages name as the file (its repr is the path's), so errors
+    read the same whether the file or its content was given."""
+
+    def __init__(self, data: bytes, path: Path) -> None:
+        super().__init__(data)
+        self.path = path
+
+    def __repr__(self) -> str:
+        return repr(str(self.path))
+
+
+def read_rgb(path: str | Path, data: bytes | None = None) -> np.ndarray:
     """Any Pillow-readable file (JPEG, PNG, WebP, BMP, ...) -> (H0, W0, 3) uint8 RGB (see :func:`open_rgb`)."""
-    return np.asarray(open_rgb(path), dtype=np.uint8)
+    return np.asarray(open_rgb(path, data), dtype=np.uint8)
 
 
-def open_rgb(path: str | Path) -> "PIL.Image.Image":  # noqa: F821
+def open_rgb(path: str | Path, data: bytes | None = None) -> "PIL.Image.Image":  # noqa: F821
     """Any Pillow-readable file -> a decoded RGB Pillow image of (W0, H0) pixels.
+
+    ``data``, when given, is the file's content already read (e.g. by a Ray driver on another
+    machine); ``path`` then only names it in errors.
 
     EXIF orientation is applied; grayscale is replicated to three channels; alpha is composited
     over white (a transparent background should not read as black, which masking means "removed").
@@ -72,16 +89,16 @@ def open_rgb(path: str | Path) -> "PIL.Image.Image":  # noqa: F821
     from PIL import Image
 
     path = Path(path)
-    if path.is_dir():
+    if data is None and path.is_dir():
         raise InputError(f"{path}: is a folder, not an image file")
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise InputError(f"{path}: no such image file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             # Pillow's notes on odd metadata (e.g. TIFF tags past the end) are not the user's business
             warnings.simplefilter("ignore", UserWarning)
-            return _decode(path)
+            return _decode(path if data is None else _FileContent(data, path))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{path}: image too large to decode safely ({exc})") from None
     except PermissionError:
@@ -93,10 +110,10 @@ def open_rgb(path: str | Path) -> "PIL.Image.Image":  # noqa: F821
         raise InputError(f"{path}: not a readable image ({type(exc).__name__}: {text})") from None
 
 
-def _decode(path: Path) -> "PIL.Image.Image":  # noqa: F821
+def _decode(source: "Path | _FileContent") -> "PIL.Image.Image":  # noqa: F821
     from PIL import Image, ImageOps
 
-    with Image.open(path) as img:
+    with Image.open(source) as img:
         ImageOps.exif_transpose(img, in_place=True)  # no full-size copy of a large photo
         if img.mode.startswith("I;16") or img.mode == "I":
             # 16-bit grayscale (e.g. PNG): convert("RGB") would clip at 255, not rescale
@@ -113,15 +130,18 @@ def _decode(path: Path) -> "PIL.Image.Image":  # noqa: F821
     return rgb
 
 
-def load_image(path: str | Path, size: tuple[int, int], overlay_max_side: int = OVERLAY_MAX_SIDE) -> LoadedImage:
-    """Read, then resize for the model; the photo kept for the overlay is shrunk (see LoadedImage).
+def load_image(
+    path: str | Path, size: tuple[int, int], overlay_max_side: int = OVERLAY_MAX_SIDE, data: bytes | None = None
+) -> LoadedImage:
+    """Read ``path`` (or decode ``data``, its content, see :func:`open_rgb`), then resize for the
+    model; the photo kept for the overlay is shrunk (see LoadedImage).
 
     Both resizes start from the decoded Pillow image, so a large photo is held once at full size,
     never as extra full-size arrays.
     """
     from PIL import Image
 
-    img = open_rgb(path)
+    img = open_rgb(path, data)
     original_size = (int(img.height), int(img.width))
     try:
         resized = img.resize((size[1], size[0]), Image.BILINEAR)

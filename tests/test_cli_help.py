@@ -24,7 +24,7 @@ def test_top_level_help_is_light() -> None:
     code = (
         "import sys; from click.testing import CliRunner; from opticam_rt.cli import cli; "
         "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0, r.output; "
-        "heavy = [m for m in ('torch', 'onnxruntime', 'cupy', 'onnx') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'onnxruntime', 'cupy', 'onnx', 'ray') if m in sys.modules]; "
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -10,6 +10,7 @@ import click
 from opticam_rt.cli import EXIT_SOME_FAILED
 from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
 from opticam_rt.evaluation.metric_names import names as metric_names
+from opticam_rt.cli.ray_options import ray_config, ray_option_flags
 from opticam_rt.runtime.runners import BACKENDS
 
 
@@ -34,6 +35,7 @@ from opticam_rt.runtime.runners import BACKENDS
               "Default: <--out>.records.jsonl or opticam-eval.records.jsonl.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Insertion/deletion curves (PNG/PDF).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out report or --plot file (default: refuse).")
+@ray_option_flags
 def evaluate(
     data: str,
     bundle_dir: str,
@@ -49,6 +51,9 @@ def evaluate(
     records_file: str | None,
     plot_file: str | None,
     overwrite: bool,
+    ray_address: str | None,
+    ray_actors: int | None,
+    ray_cpus_per_actor: float,
     **method_flags: object,
 ) -> None:
     """Faithfulness (AD, AI, AG, insertion, deletion) and localisation metrics of saliency methods.
@@ -64,7 +69,7 @@ def evaluate(
     from opticam_rt.evaluation.datasets import load_csv
     from opticam_rt.outputs import check_new_file, check_writable_folder, write_file
     from opticam_rt.evaluation.metric_names import BY_NAME
-    from opticam_rt.evaluation.runner import EvaluationSettings, evaluate_dataset, parse_metrics
+    from opticam_rt.evaluation.runner import EvaluationSettings, evaluate_dataset, parse_metrics, run_key
     from opticam_rt.runtime.explainer import Explainer
     from opticam_rt.runtime.registry import METHODS
 
@@ -79,6 +84,7 @@ def evaluate(
             check_writable_folder(Path(path).parent, option)
             if option != "--records":
                 check_new_file(path, overwrite)
+    ray = ray_config(ray_address, ray_actors, ray_cpus_per_actor, backend)
     with Explainer(bundle_dir, backend=backend) as explainer:
         samples = load_samples(data, explainer.bundle.manifest.class_names)
         if boxes_csv:
@@ -97,9 +103,17 @@ def evaluate(
             bar.write(f"skipped: {message}", file=sys.stderr)
 
         on = ", ".join(f"{m} on {explainer.runner_for(m).name}" for m in method_list)
-        click.echo(f"{len(samples)} images x {len(method_list)} methods ({on}"
+        click.echo(f"{len(samples)} images x {len(method_list)} methods ({'Ray actors, ' if ray else ''}{on}"
                    f"{'; auto picks per method' if backend == 'auto' else ''}); per-image results in {records_path}", err=True)
-        records = evaluate_dataset(explainer, samples, method_list, metric_list, store, settings, on_error, bar.update)
+        if ray is not None:
+            from opticam_rt.scale import evaluate_dataset_on_ray
+
+            records = evaluate_dataset_on_ray(
+                bundle_dir, samples, method_list, metric_list, store, settings, ray, on_error, bar.update,
+                run_keys={m: run_key(explainer, m, metric_list, settings) for m in method_list},
+            )
+        else:
+            records = evaluate_dataset(explainer, samples, method_list, metric_list, store, settings, on_error, bar.update)
         bar.close()
     keep = {str(s.path) for s in samples}
     records = [r for r in records if r["method"] in method_list and r["image"] in keep]

@@ -9,6 +9,7 @@ import click
 
 from opticam_rt.cli import EXIT_SOME_FAILED
 from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
+from opticam_rt.cli.ray_options import ray_config, ray_option_flags
 from opticam_rt.runtime.explainer import METHOD_NAMES
 from opticam_rt.runtime.runners import BACKENDS
 
@@ -26,6 +27,7 @@ from opticam_rt.runtime.runners import BACKENDS
 @click.option("--out", "out_dir", default="opticam-out", show_default=True, type=click.Path(file_okay=False), help="Where maps (.npy) and overlays (.png) go.")
 @click.option("--overwrite", is_flag=True, help="Replace maps and overlays already in --out (default: such images fail).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@ray_option_flags
 def explain(
     images: tuple[str, ...],
     bundle_dir: str,
@@ -36,6 +38,9 @@ def explain(
     out_dir: str,
     overwrite: bool,
     fmt: str,
+    ray_address: str | None,
+    ray_actors: int | None,
+    ray_cpus_per_actor: float,
     **method_flags: object,
 ) -> None:
     """Compute saliency maps for IMAGES; write a .npy map and a .png overlay per image.
@@ -63,11 +68,20 @@ def explain(
                 f"masked p={r['masked_score']:.3f} {r['seconds']:.2f} s on {r['backend']} -> {r['overlay']}"
             )
 
-    with Explainer(bundle_dir, backend=backend) as explainer:
-        results = explain_files(
-            explainer, images, method, parse_target(target), batch_size, out_dir, on_result=report,
+    ray = ray_config(ray_address, ray_actors, ray_cpus_per_actor, backend)
+    if ray is not None:
+        from opticam_rt.scale import explain_files_on_ray
+
+        results = explain_files_on_ray(
+            bundle_dir, images, method, parse_target(target), batch_size, out_dir, ray, on_result=report,
             overwrite=overwrite, **options
         )
+    else:
+        with Explainer(bundle_dir, backend=backend) as explainer:
+            results = explain_files(
+                explainer, images, method, parse_target(target), batch_size, out_dir, on_result=report,
+                overwrite=overwrite, **options
+            )
     bar.close()
     if fmt == "json":
         click.echo(json.dumps([r.record if r.record else {"image": r.image, "error": r.error} for r in results], indent=2))

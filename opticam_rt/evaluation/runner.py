@@ -53,6 +53,77 @@ class EvaluationSettings:
             raise InputError(f"localisation protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
 
 
+@dataclass
+class EvaluationBatch:
+    """One unit of evaluation work: up to ``batch_size`` samples explained together with ``method``."""
+
+    method: str
+    samples: list[Sample]
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch produced: a record per explained image, ``(image, message)`` per failed one."""
+
+    records: list[dict[str, Any]]
+    errors: list[tuple[str, str]]
+
+
+def plan_batches(
+    samples: Sequence[Sample], methods: Sequence[str], done: set[tuple[str, str]], batch_size: int
+) -> list[EvaluationBatch]:
+    """The batches still to run, method by method in dataset order, skipping ``done``
+    ``(method, image)`` keys. Every executor (this process, a Ray cluster) runs exactly these
+    batches, so a batch's images are always explained together and the numbers match."""
+    batches = []
+    for method in methods:
+        todo = [s for s in samples if (method, str(s.path)) not in done]
+        batches += [EvaluationBatch(method, todo[i : i + batch_size]) for i in range(0, len(todo), batch_size)]
+    return batches
+
+
+def evaluate_batch(
+    explainer: "opticam_rt.runtime.Explainer",  # noqa: F821
+    batch: EvaluationBatch,
+    metrics: Sequence[str],
+    settings: EvaluationSettings,
+    contents: Sequence[bytes | None] | None = None,
+) -> BatchOutcome:
+    """Load, explain and score one batch: the unit of work of every executor.
+
+    ``contents`` optionally holds each sample's file content already read (None: read the path
+    here), so a worker that cannot see the driver's files still can. Unreadable images and a
+    batch the method rejects (InputError) become errors; the other images are still scored.
+    """
+    size = explainer.input_size
+    errors: list[tuple[str, str]] = []
+    loaded: dict[str, tuple[Sample, np.ndarray]] = {}
+    scales: dict[str, tuple[float, float]] = {}
+    for i, sample in enumerate(batch.samples):
+        try:
+            image = load_image(sample.path, size, data=contents[i] if contents is not None else None)
+        except OpticamError as exc:
+            errors.append((str(sample.path), str(exc)))
+            continue
+        loaded[str(sample.path)] = (sample, image.pixels)
+        h0, w0 = image.original_size
+        scales[str(sample.path)] = (size[1] / w0, size[0] / h0)
+    keys = list(loaded)
+    if not keys:
+        return BatchOutcome([], errors)
+    images = np.stack([loaded[k][1] for k in keys])
+    labels = [loaded[k][0].label for k in keys]
+    options = (settings.method_options or {}).get(batch.method, {})
+    try:
+        targets = None if all(lb is None for lb in labels) else [
+            lb if lb is not None else int(explainer.predict(images[i : i + 1])[0].argmax()) for i, lb in enumerate(labels)
+        ]
+        result = explainer.explain(images, method=batch.method, targets=targets, **options)
+    except OpticamError as exc:
+        return BatchOutcome([], errors + [(k, str(exc)) for k in keys])
+    return BatchOutcome(_records(explainer, batch.method, keys, loaded, scales, images, result, metrics, settings), errors)
+
+
 def evaluate_dataset(
     explainer: "opticam_rt.runtime.Explainer",  # noqa: F821
     samples: Sequence[Sample],
@@ -71,48 +142,41 @@ def evaluate_dataset(
     Records already in the store that this run would produce too (same bundle, method, method
     options, metric settings, backend and opticam-rt version: ``record["produced_by"]``) are
     reused, so an interrupted run resumes; records made otherwise are never reused. Unreadable
-    images are reported through ``on_error(image, message)`` and skipped. Returns the records of
-    this run's settings (reused and new).
+    images are reported through ``on_error(image, message)`` (once per method) and skipped;
+    ``progress(n)`` is called after each batch with its image count. Returns the records of this
+    run's settings (reused and new). opticam_rt.scale runs the same batches
+    (:func:`plan_batches`, :func:`evaluate_batch`, :func:`record_outcome`) on a Ray cluster.
     """
     settings = settings or EvaluationSettings()
-    size = explainer.input_size
     keys = {m: run_key(explainer, m, metrics, settings) for m in methods}
-    done = {(m, str(r["image"])) for m in methods for r in store.matching(keys[m]) if "image" in r}
-    loaded: dict[str, tuple[Sample, np.ndarray]] = {}
-    scales: dict[str, tuple[float, float]] = {}
-    for sample in samples:
-        if all((m, str(sample.path)) in done for m in methods):
-            continue
-        try:
-            image = load_image(sample.path, size)
-            loaded[str(sample.path)] = (sample, image.pixels)
-            h0, w0 = image.original_size
-            scales[str(sample.path)] = (size[1] / w0, size[0] / h0)
-        except OpticamError as exc:
-            if on_error:
-                on_error(str(sample.path), str(exc))
-    for method in methods:
-        todo = [key for key in loaded if (method, key) not in done]
-        options = (settings.method_options or {}).get(method, {})
-        for start in range(0, len(todo), settings.batch_size):
-            batch = todo[start : start + settings.batch_size]
-            images = np.stack([loaded[k][1] for k in batch])
-            labels = [loaded[k][0].label for k in batch]
-            try:
-                targets = None if all(lb is None for lb in labels) else [
-                    lb if lb is not None else int(explainer.predict(images[i : i + 1])[0].argmax()) for i, lb in enumerate(labels)
-                ]
-                result = explainer.explain(images, method=method, targets=targets, **options)
-            except OpticamError as exc:
-                for k in batch:
-                    if on_error:
-                        on_error(k, str(exc))
-                continue
-            for record in _records(explainer, method, batch, loaded, scales, images, result, metrics, settings):
-                store.append({**record, "produced_by": keys[method]})
-            if progress:
-                progress(len(batch))
-    return [r for m in methods for r in store.matching(keys[m])]
+    for batch in plan_batches(samples, methods, done_keys(store, keys), settings.batch_size):
+        outcome = evaluate_batch(explainer, batch, metrics, settings)
+        record_outcome(outcome, store, on_error, keys[batch.method])
+        if progress:
+            progress(len(batch.samples))
+    return records_of(store, keys)
+
+
+def done_keys(store: RecordStore, keys: dict[str, dict[str, Any]]) -> set[tuple[str, str]]:
+    """(method, image) pairs whose records ``store`` holds under this run's ``keys`` (method -> produced_by)."""
+    return {(m, str(r["image"])) for m, key in keys.items() for r in store.matching(key) if "image" in r}
+
+
+def records_of(store: RecordStore, keys: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of this run's settings, method by method."""
+    return [r for key in keys.values() for r in store.matching(key)]
+
+
+def record_outcome(
+    outcome: BatchOutcome, store: RecordStore, on_error: Callable[[str, str], None] | None, key: dict[str, Any]
+) -> None:
+    """Append a batch's records to ``store``, each with what produced it (``key``), and report
+    its errors: how every executor writes."""
+    for record in outcome.records:
+        store.append({**record, "produced_by": key})
+    if on_error:
+        for image, message in outcome.errors:
+            on_error(image, message)
 
 
 def run_key(explainer: Any, method: str, metrics: Sequence[str], settings: EvaluationSettings) -> dict[str, Any]:
