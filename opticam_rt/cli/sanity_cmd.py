@@ -9,6 +9,7 @@ from typing import Any, Callable
 import click
 
 from opticam_rt.cli.export_cmd import _floats, _size
+from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
 
 _ORT_BACKENDS = ("auto", "ort-cpu", "ort-cuda", "ort-trt")
 
@@ -25,7 +26,6 @@ def _common_options(func: Callable) -> Callable:
         click.option("--std", default=None, help="Per-channel std on pixels in [0, 1] of a user's model."),
         click.option("--methods", default="all", show_default=True, help="Comma-separated method names, or 'all'."),
         click.option("--backend", type=click.Choice(_ORT_BACKENDS), default="auto", show_default=True),
-        click.option("--iterations", type=click.IntRange(min=1), default=100, show_default=True, help="Opti-CAM iterations."),
         click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images explained together."),
         click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True),
         click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None, help="Write the report here too."),
@@ -36,7 +36,7 @@ def _common_options(func: Callable) -> Callable:
     ]
     for option in reversed(options):
         func = option(func)
-    return func
+    return method_option_flags()(func)
 
 
 def _setup(check: str, images: tuple[str, ...], model_spec: str, layer: str | None, input_size: int | None,
@@ -91,8 +91,9 @@ def sanity() -> None:
               help="Hidden region: lower, upper, left, right, or x0,y0,x1,y1 as fractions of width and height.")
 @click.option("--no-control", is_flag=True, help="Leave out the input-gradient control.")
 def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size: int | None, mean: str | None,
-         std: str | None, methods: str, backend: str, iterations: int, batch_size: int, fmt: str,
-         out_file: str | None, records_file: str | None, plot_file: str | None, region: str, no_control: bool) -> None:
+         std: str | None, methods: str, backend: str, batch_size: int, fmt: str,
+         out_file: str | None, records_file: str | None, plot_file: str | None, region: str, no_control: bool,
+         **method_flags: Any) -> None:
     """Hide a region from the model (zeroed before it runs) and measure each method's saliency there.
 
     Reports per method hidden_mass (share of saliency in the hidden region), hidden_peak (share
@@ -106,8 +107,8 @@ def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size
     box = parse_region(region)
     sm, loaded, names, store, bad = _setup("wall", images, model_spec, layer, input_size, mean, std, methods,
                                            out_file, records_file)
-    settings = WallSettings(methods=names, region=box, iterations=iterations, batch_size=batch_size,
-                            backend=backend, control=not no_control)
+    settings = WallSettings(methods=names, region=box, method_options=options_for(names, pop_method_options(method_flags)),
+                            batch_size=batch_size, backend=backend, control=not no_control)
     bar = tqdm(total=len(loaded) * (len(names) + (not no_control)), desc="wall", unit="img", file=sys.stderr)
     records = run_wall(sm, loaded, settings, store, log=lambda m: bar.write(m, file=sys.stderr), progress=bar.update)
     bar.close()
@@ -125,9 +126,9 @@ def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size
               help="Explicit cascade instead: steps separated by ';', module paths by ',' (e.g. 'fc;layer4.2;layer4.1').")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the re-initialised weights.")
 def randomisation(images: tuple[str, ...], model_spec: str, layer: str | None, input_size: int | None,
-                  mean: str | None, std: str | None, methods: str, backend: str, iterations: int, batch_size: int,
+                  mean: str | None, std: str | None, methods: str, backend: str, batch_size: int,
                   fmt: str, out_file: str | None, records_file: str | None, plot_file: str | None, steps: int,
-                  cascade_text: str | None, seed: int) -> None:
+                  cascade_text: str | None, seed: int, **method_flags: Any) -> None:
     """Re-initialise the model's layers from the top down and compare each method's maps with the original ones.
 
     Each cascade step is exported (and cached) like the original; the report gives, per method
@@ -148,7 +149,8 @@ def randomisation(images: tuple[str, ...], model_spec: str, layer: str | None, i
     sm, loaded, names, store, bad = _setup("randomisation", images, model_spec, layer, input_size, mean, std,
                                            methods, out_file, records_file)
     settings = RandomisationSettings(methods=names, steps=steps, cascade_text=cascade_text, seed=seed,
-                                     iterations=iterations, batch_size=batch_size, backend=backend)
+                                     method_options=options_for(names, pop_method_options(method_flags)),
+                                     batch_size=batch_size, backend=backend)
     bar = tqdm(total=len(loaded) * len(names) * (steps if cascade_text is None else cascade_text.count(";") + 1),
                desc="randomisation", unit="map", file=sys.stderr)
     cascade, records = run_randomisation(sm, loaded, settings, store, log=lambda m: bar.write(m, file=sys.stderr),

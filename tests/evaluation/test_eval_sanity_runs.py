@@ -64,7 +64,8 @@ def _only(cache: Path, pattern: str) -> Path:
 
 def test_wall_report_on_tiny_net(sanity_cache, model, images, tmp_path) -> None:
     store = SanityRecords(tmp_path / "wall.jsonl")
-    settings = WallSettings(methods=["grad-cam", "opti-cam", "fake-cam"], iterations=5, backend="ort-cpu")
+    settings = WallSettings(methods=["grad-cam", "opti-cam", "fake-cam"], method_options={"opti-cam": {"iterations": 5}},
+                            backend="ort-cpu")
     records = run_wall(model, images, settings, store)
     summary = summarise_wall(records)
     assert list(summary) == ["grad-cam", "opti-cam", "fake-cam", CONTROL]
@@ -91,7 +92,7 @@ def test_wall_report_on_tiny_net(sanity_cache, model, images, tmp_path) -> None:
 
 def test_randomisation_report_on_tiny_net(sanity_cache, model, images, tmp_path) -> None:
     store = SanityRecords(tmp_path / "rand.jsonl")
-    settings = RandomisationSettings(methods=["grad-cam", "fake-cam"], cascade_text="fc", iterations=5, backend="ort-cpu")
+    settings = RandomisationSettings(methods=["grad-cam", "fake-cam"], cascade_text="fc", backend="ort-cpu")
     steps, records = run_randomisation(model, images, settings, store)
     summary = summarise_randomisation(steps, records)
     assert [s.modules for s in steps] == [("fc",)]

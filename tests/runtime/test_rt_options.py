@@ -98,11 +98,13 @@ def test_conflicting_declarations_are_caught(monkeypatch):
         method_options.declared_options()
 
 
-@pytest.mark.parametrize("command", ["explain", "evaluate", "bench"])
+@pytest.mark.parametrize("command", ["explain", "evaluate", "bench", "sanity wall", "sanity randomisation"])
 def test_cli_flags_are_generated_from_every_declaration(command):
     from opticam_rt.cli import cli
 
-    cmd = cli.get_command(click.Context(cli), command)
+    cmd = cli
+    for word in command.split():
+        cmd = cmd.get_command(click.Context(cmd), word)
     flags = {opt for p in cmd.params for opt in p.opts}
     for cls in METHODS.values():
         for info in cls.Options.infos():

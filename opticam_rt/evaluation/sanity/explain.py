@@ -14,9 +14,13 @@ __all__ = ["CONTROL", "explain_maps", "input_gradient_maps", "method_options"]
 CONTROL = "input-gradient"
 
 
-def method_options(method: str, iterations: int) -> dict[str, Any]:
-    """The options a check passes to ``method`` (only Opti-CAM takes any here)."""
-    return {"iterations": iterations} if method == "opti-cam" else {}
+def method_options(method: str, given: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The options a check runs ``method`` with: ``given[method]`` with the declared defaults
+    filled in (so records made with an explicit default are reused), checked against the
+    method's declaration."""
+    from opticam_rt.runtime.explainer import method_class
+
+    return method_class(method).Options.parse(dict(given.get(method, {})), method).as_dict()
 
 
 def explain_maps(

@@ -10,7 +10,7 @@ rank correlation and SSIM. A method whose maps barely change is not explaining t
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -154,13 +154,14 @@ def randomised(model: nn.Module, steps: Sequence[CascadeStep], seed: int = 0) ->
 
 @dataclass
 class RandomisationSettings:
-    """``steps``: how many cascade steps (the first ones of the full cascade) unless ``cascade_text`` is given."""
+    """``steps``: how many cascade steps (the first ones of the full cascade) unless ``cascade_text`` is
+    given; ``method_options``: method -> its options (declared defaults otherwise)."""
 
     methods: Sequence[str]
     steps: int = 4
     cascade_text: str | None = None
     seed: int = 0
-    iterations: int = 100
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     batch_size: int = 8
     backend: str = "auto"
 
@@ -212,7 +213,7 @@ def run_randomisation(
         return {"model": fingerprint, "seed": settings.seed, "cascade": [list(s.modules) for s in steps[:k]]}
 
     keys = {
-        (m, k): key_id(record_key("randomisation", bundle_hashes(original), m, method_options(m, settings.iterations),
+        (m, k): key_id(record_key("randomisation", bundle_hashes(original), m, method_options(m, settings.method_options),
                                   step_settings(k)))
         for m in settings.methods for k in range(1, len(steps) + 1)
     }
@@ -227,7 +228,7 @@ def run_randomisation(
         targets = explainer.predict(stack)[0].argmax(axis=1)
         for method in busy:
             say(f"{method}: original model")
-            reference[method], _ = explain_maps(explainer, stack, method, method_options(method, settings.iterations),
+            reference[method], _ = explain_maps(explainer, stack, method, method_options(method, settings.method_options),
                                                 targets, settings.batch_size)
     for k in range(1, len(steps) + 1):
         todo = [m for m in busy if pending(m, k)]
@@ -242,7 +243,7 @@ def run_randomisation(
             for method in todo:
                 rows = pending(method, k)
                 say(f"{method}: step {k} ({steps[k - 1].label} re-initialised), {len(rows)} image(s)")
-                maps, _ = explain_maps(explainer, stack[rows], method, method_options(method, settings.iterations),
+                maps, _ = explain_maps(explainer, stack[rows], method, method_options(method, settings.method_options),
                                        targets[rows], settings.batch_size)
                 new = [
                     {"key": keys[(method, k)], "check": "randomisation", "method": method, "image": names[i],

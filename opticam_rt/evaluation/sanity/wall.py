@@ -9,7 +9,7 @@ cannot look; the control, the wrapped model's own input gradient, is exactly zer
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -114,11 +114,12 @@ def hidden_peak(maps: np.ndarray, hidden: np.ndarray) -> np.ndarray:
 
 @dataclass
 class WallSettings:
-    """``region`` (x0, y0, x1, y1) fractions; ``iterations``: Opti-CAM's; ``backend``: an ONNX Runtime backend."""
+    """``region`` (x0, y0, x1, y1) fractions; ``method_options``: method -> its options (declared
+    defaults otherwise); ``backend``: an ONNX Runtime backend."""
 
     methods: Sequence[str]
     region: tuple[float, float, float, float] = REGIONS["lower"]
-    iterations: int = 100
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     batch_size: int = 8
     backend: str = "auto"
     control: bool = True
@@ -166,7 +167,7 @@ def run_wall(
     with Explainer(bundle, backend=settings.backend) as explainer:
         top1 = explainer.predict(stack)[0].argmax(axis=1)
         for method in todo:
-            options = method_options(method, settings.iterations) if method != CONTROL else {}
+            options = method_options(method, settings.method_options) if method != CONTROL else {}
             key = key_id(record_key("wall", produced_by, method, options, settings.key_settings()))
             done = {r["image"]: r for r in store.for_key(key)}
             pending = [i for i, n in enumerate(names) if n not in done]
