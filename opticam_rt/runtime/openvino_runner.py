@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from opticam_rt.bundle import GRAPH_SIGNATURES, Bundle
-from opticam_rt.errors import BackendUnavailableError, InputError
+from opticam_rt.errors import BackendUnavailableError, BundleError, InputError
+from opticam_rt.runtime.ort_runner import one_line
 from opticam_rt.runtime.runner import Runner
 
 #: Inference precisions a caller may ask for. OpenVINO's CPU plugin defaults to bf16 on CPUs with
@@ -77,11 +78,15 @@ class OvRunner(Runner):
         if key in self.compiled:
             self.compiled.move_to_end(key)
             return self.compiled[key]
-        if graph not in self.models:
-            self.models[graph] = self.core.read_model(str(self.bundle.graph_path(graph)))
-        model = self.models[graph].clone()
-        model.reshape({name: list(value.shape) for name, value in feeds.items()})
-        compiled = self.core.compile_model(model, "CPU", self.config())
+        path = self.bundle.graph_path(graph)
+        try:
+            if graph not in self.models:
+                self.models[graph] = self.core.read_model(str(path))
+            model = self.models[graph].clone()
+            model.reshape({name: list(value.shape) for name, value in feeds.items()})
+            compiled = self.core.compile_model(model, "CPU", self.config())
+        except RuntimeError as exc:  # OpenVINO reports read, reshape and compile failures as RuntimeError
+            raise BundleError(f"{path}: OpenVINO cannot compile this graph for batch {key[1]} ({one_line(exc)})") from exc
         self.compiled[key] = compiled.create_infer_request()
         if len(self.compiled) > MAX_COMPILED:
             self.compiled.popitem(last=False)

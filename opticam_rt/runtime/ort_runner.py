@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from opticam_rt.bundle import GRAPH_SIGNATURES, Bundle
-from opticam_rt.errors import BackendUnavailableError
+from opticam_rt.errors import BackendUnavailableError, BundleError
 from opticam_rt.runtime.runner import Capabilities, Runner
 
 #: Backend name -> ONNX Runtime execution providers, first preferred.
@@ -24,6 +24,11 @@ def import_onnxruntime() -> Any:
     except ImportError as exc:
         raise BackendUnavailableError("onnxruntime is not installed: pip install onnxruntime") from exc
     return onnxruntime
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An engine's (often multi-line) exception as one line: its type and the start of its message."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:limit]}"
 
 
 def ort_available(backend: str) -> bool:
@@ -79,7 +84,11 @@ class OrtRunner(Runner):
             if cuda_stream is not None and "CUDAExecutionProvider" in providers:
                 at = providers.index("CUDAExecutionProvider")
                 providers[at] = ("CUDAExecutionProvider", {"user_compute_stream": str(cuda_stream)})
-            self.sessions[key] = ort.InferenceSession(str(self.bundle.graph_path(graph)), options, providers=providers)
+            path = self.bundle.graph_path(graph)
+            try:
+                self.sessions[key] = ort.InferenceSession(str(path), options, providers=providers)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types, not importable here
+                raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({one_line(exc)})") from exc
         return self.sessions[key]
 
     def infer_impl(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
