@@ -48,6 +48,10 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None:
 def test_readme_cli_lines_use_real_commands_and_options(args: list[str]) -> None:
     command = cli.get_command(None, args[0])  # type: ignore[arg-type]
     assert command is not None, f"README uses an unknown command: {args[0]}"
+    while hasattr(command, "get_command") and len(args) > 1 and not args[1].startswith("-"):  # a group: its subcommand
+        sub = command.get_command(None, args[1])  # type: ignore[arg-type]
+        assert sub is not None, f"README uses an unknown subcommand: {args[0]} {args[1]}"
+        command, args = sub, args[1:]
     known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
     used = {word.split("=", 1)[0] for word in args[1:] if word.startswith("-")}
     assert used <= known, f"`opticam-rt {args[0]}` has no option(s) {sorted(used - known)}"
