@@ -120,6 +120,7 @@ def export_bundle(
     force: bool = False,
     verify: bool = True,
     log: Callable[[str], None] | None = None,
+    explainers: bool = True,
 ) -> tuple[Bundle, VerificationReport | None]:
     """Write the explainer bundle of ``model`` to ``out_dir``.
 
@@ -131,6 +132,8 @@ def export_bundle(
         tap: module path, with ``@i`` to pick a call of a shared module.
         input_size: (H, W).
         mean, std: per-channel preprocessing on pixels in [0, 1], applied inside the graphs.
+        explainers: also write one self-contained explainer graph per method
+            (``explain_<method>.onnx``, see ``opticam_rt.export.explainer_graphs``).
 
     Returns:
         (the loaded bundle, the verification report or None when ``verify`` is False).
@@ -171,6 +174,14 @@ def export_bundle(
     for name, proto in models.items():
         files[name] = f"{name}.onnx"
         onnx.save(proto, str(out_dir / files[name]))
+    explainer_entries: dict = {}
+    if explainers:
+        from opticam_rt.export.explainer_graphs import build_explainer_graphs
+
+        built, explainer_entries = build_explainer_graphs(models, tuple(input_size), (k, int(shape[2]), int(shape[3])), num_classes)
+        for name, proto in built.items():
+            onnx.save(proto, str(out_dir / f"{name}.onnx"))
+        say(f"explainer graphs: {', '.join(explainer_entries)}")
     manifest = Manifest(
         model_name=model_name,
         input_size=tuple(input_size),
@@ -183,6 +194,7 @@ def export_bundle(
         class_names=class_names,
         model_spec=model_spec,
         graphs=files,
+        explainers=explainer_entries,
         producer=_producer_versions(),
     )
     write_manifest(out_dir, manifest)
