@@ -21,6 +21,7 @@ Contract of every graph (the manifest's ``explainers`` entry repeats it):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -324,10 +325,12 @@ def _adam_body(graph: _ExplainerGraph, lr: str, tol: str, patience: str) -> tupl
     grad = b.op("Neg", [step["grad_u"]])
     beta1, beta2, eps = (np.float32(ADAM[k]) for k in ("beta1", "beta2", "eps"))
     f32 = lambda x: b.const(np.float32(x))  # noqa: E731
+    # Same operation order as the host's Adam (runtime/opticam.py), so the first steps agree to
+    # the last bit where the kernels do.
     act = b.unsqueeze(active, [1])
     t_next = b.op("Where", [active, b.op("Add", [t, f32(1)]), t])
     m_new = b.op("Add", [b.op("Mul", [f32(beta1), m]), b.op("Mul", [f32(1 - 0.9), grad])])
-    v_new = b.op("Add", [b.op("Mul", [f32(beta2), v]), b.op("Mul", [f32(1 - 0.999), b.op("Mul", [grad, grad])])])
+    v_new = b.op("Add", [b.op("Mul", [f32(beta2), v]), b.op("Mul", [b.op("Mul", [f32(1 - 0.999), grad]), grad])])
     tt = b.unsqueeze(t_next, [1])
     m_hat = b.op("Div", [m_new, b.op("Sub", [f32(1), b.op("Pow", [f32(beta1), tt])])])
     v_hat = b.op("Div", [v_new, b.op("Sub", [f32(1), b.op("Pow", [f32(beta2), tt])])])
@@ -501,3 +504,18 @@ def build_explainer_graphs(
         models[name] = build_explainer_graph(method, bundle_graphs, sizes)
         entries[method] = describe(method, f"{name}.onnx", sizes)
     return models, entries
+
+
+def add_explainer_graphs(directory: str | Path) -> "Bundle":  # noqa: F821
+    """Write the explainer graphs into an existing bundle (exported without them) and update its manifest."""
+    from opticam_rt.bundle import load_bundle, write_manifest
+
+    bundle = load_bundle(directory)
+    m = bundle.manifest
+    graphs = {name: onnx.load(str(bundle.graph_path(name)), load_external_data=False) for name in m.graphs}
+    models, entries = build_explainer_graphs(graphs, m.input_size, m.tap_shape, m.num_classes)
+    for name, model in models.items():
+        onnx.save(model, str(bundle.path / f"{name}.onnx"))
+    m.explainers = entries
+    write_manifest(bundle.path, m)
+    return load_bundle(bundle.path)
