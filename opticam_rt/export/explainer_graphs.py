@@ -393,7 +393,9 @@ def _chunk_loop(graph: _ExplainerGraph, method: str) -> str:
     i, cond = names("iter"), names("cond")
     start = body.op("Mul", [i, chunk])
     if method == "score-cam":
-        channels = body.op("Slice", [source, body.unsqueeze(start, [0]), body.unsqueeze(body.op("Add", [start, chunk]), [0]), body.const([1], np.int64)])
+        stop = body.op("Add", [start, chunk])
+        axis = body.const([1], np.int64)
+        channels = body.op("Slice", [source, body.unsqueeze(start, [0]), body.unsqueeze(stop, [0]), axis])
         maps = graph.normalise(channels, body)  # (N, c, H, W)
         copies = body.op("Mul", [body.unsqueeze("image", [1]), body.unsqueeze(maps, [2])])  # (N, c, 3, H, W)
         h, w = graph.s.input_size
@@ -404,13 +406,19 @@ def _chunk_loop(graph: _ExplainerGraph, method: str) -> str:
         idx = body.op("Range", [start, body.op("Add", [start, chunk]), body.const(1, np.int64)])  # (c,)
         zeroed = body.op("Equal", [body.unsqueeze(idx, [1]), body.const(np.arange(k)[None, :], np.int64)])  # (c, K)
         keep = body.op("Cast", [body.op("Not", [zeroed])], to=TensorProto.FLOAT)
-        ablated = body.op("Mul", [body.unsqueeze(graph.features, [1]), body.unsqueeze(keep, [0, 3, 4])])  # (N, c, K, h, w)
+        # (N, 1, K, h, w) * (1, c, K, 1, 1) -> (N, c, K, h, w): copy j has channel start + j zeroed.
+        ablated = body.op("Mul", [body.unsqueeze(graph.features, [1]), body.unsqueeze(keep, [0, 3, 4])])
         fh, fw = graph.s.feature_size
         flat = body.op("Reshape", [ablated, body.const([-1, k, fh, fw], np.int64)])
         table = body.inline(graph.g["head"], {"features": flat})["logits"]
     # Row n*c + j is image n, channel start + j: pick each image's target.
-    per_image = body.op("Reshape", [table, body.op("Concat", [body.const([-1], np.int64), body.unsqueeze(chunk, [0]), body.const([graph.s.num_classes], np.int64)], axis=0)])
-    picked = body.squeeze(body.op("GatherElements", [per_image, body.op("Expand", [body.unsqueeze(graph.index, [1, 2]), body.op("Concat", [body.op("Slice", [body.op("Shape", [per_image]), body.const([0], np.int64), body.const([2], np.int64)]), body.const([1], np.int64)], axis=0)])], axis=2), [2])
+    minus_one, classes = body.const([-1], np.int64), body.const([graph.s.num_classes], np.int64)
+    shape = body.op("Concat", [minus_one, body.unsqueeze(chunk, [0]), classes], axis=0)
+    per_image = body.op("Reshape", [table, shape])  # (N, c, C)
+    n_c = body.op("Slice", [body.op("Shape", [per_image]), body.const([0], np.int64), body.const([2], np.int64)])
+    index_shape = body.op("Concat", [n_c, body.const([1], np.int64)], axis=0)
+    index = body.op("Expand", [body.unsqueeze(graph.index, [1, 2]), index_shape])  # (N, c, 1)
+    picked = body.squeeze(body.op("GatherElements", [per_image, index], axis=2), [2])  # (N, c)
     cond_out, scan_out = names("cond_out"), names("scan_out")
     body.op("Identity", [cond], [cond_out])
     # Scan outputs are kept 1-D: ONNX Runtime stacks them on a new axis while the reference
