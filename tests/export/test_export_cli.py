@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -94,6 +95,15 @@ def test_export_no_explainers(factory_file, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert load_bundle(out).manifest.explainers == {}
     assert not list(out.glob("explain_*.onnx"))
+    # They can be added later, from the bundle's graphs alone; the manifest hashes them.
+    from opticam_rt.export.explainer_graphs import add_explainer_graphs
+    from opticam_rt.runtime.embedded import GraphExplainer
+
+    bundle = add_explainer_graphs(out)
+    assert len(bundle.manifest.explainers) == 8
+    assert all(entry["file"] in bundle.manifest.files for entry in bundle.manifest.explainers.values())
+    result = GraphExplainer(bundle).run(np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32), "grad-cam")
+    assert result.map.shape == (2, 16, 16) and np.isfinite(result.map).all()
 
 
 def test_export_refuses_non_empty_directory_without_force(factory_file, tmp_path) -> None:
