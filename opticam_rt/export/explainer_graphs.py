@@ -29,6 +29,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from opticam_rt.constants import NORM_EPS
+from opticam_rt.errors import ExportError
 from opticam_rt.kernels.bilinear import bilinear_matrix
 
 #: Method name -> graph name (file stem) of its explainer graph.
@@ -106,7 +107,7 @@ class _Builder:
             rename[init.name] = self.tensor(init, "w")
         for node in graph.node:
             if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-                raise ValueError(f"graph {graph.name!r}: node {node.name} has a subgraph; cannot inline it")
+                raise ExportError(f"graph {graph.name!r}: node {node.name} has a subgraph; cannot inline it")
             for out in node.output:
                 if out:
                     rename[out] = f"{tag}/{out}"
@@ -257,7 +258,7 @@ def _gradient_cam(graph: _ExplainerGraph, method: str) -> str:
         alpha = b.op("Where", [b.op("Not", [b.op("Equal", [g, zero])]), b.op("Div", [g2, safe]), zero])
         weights = b.reduce("ReduceSum", b.op("Mul", [alpha, b.op("Relu", [g])]), [2, 3], 0)
     else:
-        raise ValueError(f"not a gradient CAM method: {method}")
+        raise ExportError(f"no explainer graph for method {method!r}; methods: {', '.join(EXPLAINER_GRAPHS)}")
     return b.op("Relu", [graph.weighted_sum(weights)])
 
 
@@ -508,6 +509,8 @@ def build_explainer_graphs(
     sizes = _Sizes(tuple(input_size), (tap_shape[1], tap_shape[2]), tap_shape[0], num_classes)  # type: ignore[arg-type]
     models, entries = {}, {}
     for method in methods or EXPLAINER_GRAPHS:
+        if method not in EXPLAINER_GRAPHS:
+            raise ExportError(f"no explainer graph for method {method!r}; methods: {', '.join(EXPLAINER_GRAPHS)}")
         name = EXPLAINER_GRAPHS[method]
         models[name] = build_explainer_graph(method, bundle_graphs, sizes)
         entries[method] = describe(method, f"{name}.onnx", sizes)

@@ -121,3 +121,13 @@ def _graphs(graph: onnx.GraphProto):
         for attribute in node.attribute:
             if attribute.HasField("g"):
                 yield from _graphs(attribute.g)
+
+
+def test_unknown_method_is_named(bundle) -> None:
+    from opticam_rt.errors import ExportError
+    from opticam_rt.export.explainer_graphs import build_explainer_graphs
+
+    graphs = {name: onnx.load(str(bundle.graph_path(name)), load_external_data=False) for name in bundle.manifest.graphs}
+    m = bundle.manifest
+    with pytest.raises(ExportError, match="no explainer graph for method 'gradcam'"):
+        build_explainer_graphs(graphs, m.input_size, m.tap_shape, m.num_classes, methods=["gradcam"])
