@@ -39,34 +39,21 @@ class BenchRow:
 
 
 def floor_fn(explainer: Any, method: str) -> Callable[[np.ndarray], Any]:
-    """The bare network's forward, or forward + image gradient, in the explainer's runtime.
+    """The bare network's forward, or forward + image gradient, on the explainer's runner (the
+    same graphs on every backend, PyTorch included).
 
     -> a function of images (N, 3, H, W) in [0, 1]; ``method`` is one of FLOORS.
     """
-    if explainer.runner is None:
-        import torch
+    runner = explainer.runner
 
-        clf = explainer._torch
-
-        def torch_floor(images: np.ndarray) -> Any:
-            x = torch.from_numpy(images)
-            if method == "floor-forward":
-                with torch.no_grad():
-                    return clf.logits(x)
-            x.requires_grad_(True)
-            logits = clf.logits(x)
-            return torch.autograd.grad(logits[:, 0].sum(), x)
-
-        return torch_floor
-
-    def ort_floor(images: np.ndarray) -> Any:
+    def floor(images: np.ndarray) -> Any:
         if method == "floor-forward":
-            return explainer.runner.infer("forward", {"image": images})
+            return runner.infer("forward", {"image": images})
         cot = np.zeros((len(images), explainer.bundle.manifest.num_classes), dtype=np.float32)
         cot[:, 0] = 1
-        return explainer.runner.infer("grad_image", {"image": images, "cotangent": cot})
+        return runner.infer("grad_image", {"image": images, "cotangent": cot})
 
-    return ort_floor
+    return floor
 
 
 def run_benchmarks(
@@ -76,16 +63,16 @@ def run_benchmarks(
     batches: Sequence[int],
     images: np.ndarray,
     repeat: int = 3,
-    iterations: int = 100,
-    pipeline: str = "fused",
+    method_options: dict[str, dict[str, Any]] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[BenchRow]:
     """Time every (method, backend, batch); backends interleaved inside each repeat.
 
-    images (M, 3, H, W) in [0, 1]; a batch of n uses the first n (cycled when M < n). The
-    ``torch`` reference is always measured when it can be loaded, so ratios exist.
+    images (M, 3, H, W) in [0, 1]; a batch of n uses the first n (cycled when M < n).
+    ``method_options``: method -> its options (declared defaults otherwise). The ``torch``
+    reference is always measured when it can be loaded, so ratios exist.
     """
-    from opticam_rt.runtime.explainer import Explainer
+    from opticam_rt.runtime.explainer import Explainer, method_class
 
     names = list(dict.fromkeys([*backends, "torch"]))
     explainers: dict[str, Explainer] = {}
@@ -101,10 +88,11 @@ def run_benchmarks(
     for method in methods:
         for n in batches:
             batch = np.ascontiguousarray(np.resize(images, (n, *images.shape[1:])), dtype=np.float32)
-            options = {"iterations": iterations, "pipeline": pipeline} if method == "opti-cam" else {}
+            options = (method_options or {}).get(method, {})
+            cheap = {} if method in FLOORS else {**options, **method_class(method).cheap_options}
             calls = FLOOR_BURST if method in FLOORS else 1
-            for name, explainer in explainers.items():  # warm-up: sessions, caches
-                _run(explainer, method, batch, {**options, "iterations": 1} if options else options)
+            for name, explainer in explainers.items():  # warm-up: sessions, compiled models, caches
+                _run(explainer, method, batch, cheap)
             for r in range(repeat):
                 for name, explainer in explainers.items():
                     start = time.perf_counter()
@@ -124,12 +112,23 @@ def run_benchmarks(
         ref = by_key.get((r.method, "torch", r.batch))
         if ref is not None:
             r.ratio_vs_torch = ref.median_s / r.median_s
-        if r.method == "opti-cam":
+        iterations = _iterations(r.method, (method_options or {}).get(r.method, {}))
+        if iterations:
             r.per_iteration_s = r.median_s / iterations
             floor = by_key.get(("floor-grad", r.backend, r.batch))
             if floor is not None:
                 r.loop_overhead = r.per_iteration_s / floor.median_s
     return rows
+
+
+def _iterations(method: str, options: dict[str, Any]) -> int | None:
+    """Steps per explanation of an optimising method (one that declares ``iterations``), else None."""
+    if method in FLOORS:
+        return None
+    from opticam_rt.runtime.explainer import method_class
+
+    declared = method_class(method).Options
+    return declared.parse(options, method).iterations if "iterations" in declared.names() else None  # type: ignore[attr-defined]
 
 
 def _run(explainer: Any, method: str, batch: np.ndarray, options: dict[str, Any]) -> None:

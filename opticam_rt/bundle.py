@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opticam_rt.errors import BundleError
+from opticam_rt.errors import BundleError, InputError, UnverifiedBundleWarning
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -22,6 +23,37 @@ GRAPH_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "head": (("features",), ("logits",)),
     "opticam_step": (("image", "features", "u", "cotangent"), ("score", "grad_u")),
 }
+
+
+def graph_input_shapes(manifest: "Manifest") -> dict[str, dict[str, tuple[int | None, ...]]]:
+    """Graph -> input -> shape, None where the batch dimension N goes; derived from the manifest.
+
+    image (N, 3, H, W), cotangent (N, C), features (N, K, h, w), u (N, K). The exporter, the
+    runners' input checks and the tests read shapes from here, so they are written once.
+    """
+    h, w = manifest.input_size
+    k, fh, fw = manifest.tap_shape
+    shapes: dict[str, tuple[int | None, ...]] = {
+        "image": (None, 3, h, w),
+        "cotangent": (None, manifest.num_classes),
+        "features": (None, k, fh, fw),
+        "u": (None, k),
+    }
+    return {graph: {name: shapes[name] for name in inputs} for graph, (inputs, _) in GRAPH_SIGNATURES.items()}
+
+
+def check_input_size(size: Any, option: str = "--input-size") -> tuple[int, int]:
+    """``size`` as (H, W) when both are integers in 1..MAX_INPUT_SIDE; otherwise a one-line InputError."""
+    from opticam_rt.manifest_schema import MAX_INPUT_SIDE
+
+    try:
+        h, w = size
+        ok = all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_INPUT_SIDE for v in (h, w))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"{option} {size!r}: height and width must be integers in 1..{MAX_INPUT_SIDE}")
+    return int(h), int(w)
 
 
 def sha256_file(path: Path) -> str:
@@ -61,22 +93,27 @@ class Manifest:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: Path) -> "Manifest":
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+    def from_dict(cls, data: Any, source: Path) -> "Manifest":
+        """Validate ``data`` (parsed manifest.json) against the schema and build the Manifest.
+
+        Raises:
+            BundleError: one line naming ``source`` and the first field that is missing, of the
+                wrong type or out of range (see :func:`opticam_rt.manifest_schema.check_manifest`).
+        """
+        from opticam_rt.manifest_schema import check_manifest
+
+        if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
             raise BundleError(
-                f"{source}: bundle schema version {version!r}, this opticam-rt reads version {SCHEMA_VERSION}; "
-                "re-export the model with `opticam-rt export`"
+                f"{source}: bundle schema version {data.get('schema_version')!r}, this opticam-rt reads version "
+                f"{SCHEMA_VERSION}; re-export the model with `opticam-rt export`"
             )
-        try:
-            data = dict(data)
-            data["input_size"] = tuple(data["input_size"])
-            data["mean"] = tuple(data["mean"])
-            data["std"] = tuple(data["std"])
-            data["tap_shape"] = tuple(data["tap_shape"])
-            return cls(**data)
-        except (KeyError, TypeError) as exc:
-            raise BundleError(f"{source}: manifest is missing or has malformed fields ({exc})") from exc
+        problem = check_manifest(data, required_graphs=tuple(GRAPH_SIGNATURES), weights=WEIGHTS)
+        if problem:
+            raise BundleError(f"{source}: invalid manifest: {problem}; re-export the model with `opticam-rt export`")
+        data = dict(data)
+        for name in ("input_size", "mean", "std", "tap_shape"):
+            data[name] = tuple(data[name])
+        return cls(**data)
 
 
 @dataclass
@@ -85,6 +122,8 @@ class Bundle:
 
     path: Path
     manifest: Manifest
+    #: sha256 of manifest.json, which records the sha256 of every file: the bundle's identity.
+    sha256: str = ""
 
     def graph_path(self, name: str) -> Path:
         if name not in self.manifest.graphs:
@@ -114,10 +153,16 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
 
 
 def load_bundle(directory: str | Path, check_hashes: bool = True) -> Bundle:
-    """Read and check a bundle: schema version, every file present, sizes and sha256 as recorded.
+    """Read and check a bundle: the manifest against its schema, every file present, sizes and
+    sha256 as recorded, each graph a readable ONNX model whose inputs and outputs (names and
+    sizes) are those the manifest describes.
+
+    Warns:
+        UnverifiedBundleWarning: the bundle's parity check against PyTorch failed or did not
+            finish at export (a bundle exported with ``--no-verify`` loads silently).
 
     Raises:
-        BundleError: naming the file that is missing, truncated or altered.
+        BundleError: one line naming the file that is missing, truncated, altered or malformed.
     """
     directory = Path(directory)
     manifest_path = directory / MANIFEST
@@ -126,9 +171,12 @@ def load_bundle(directory: str | Path, check_hashes: bool = True) -> Bundle:
     if not manifest_path.is_file():
         raise BundleError(f"{manifest_path}: missing; {directory} is not a complete bundle")
     try:
-        data = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
+        raw = manifest_path.read_bytes()
+        data = json.loads(raw)
+    except OSError as exc:
+        raise BundleError(f"{manifest_path}: cannot be read ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from None
     manifest = Manifest.from_dict(data, manifest_path)
     for name, info in manifest.files.items():
         path = directory / name
@@ -139,4 +187,26 @@ def load_bundle(directory: str | Path, check_hashes: bool = True) -> Bundle:
             raise BundleError(f"{path}: {size} bytes, the manifest records {info['bytes']} (truncated or replaced)")
         if check_hashes and sha256_file(path) != info["sha256"]:
             raise BundleError(f"{path}: sha256 does not match the manifest (file altered)")
-    return Bundle(directory, manifest)
+    from opticam_rt.graph_check import check_graph_io
+
+    for name, file in manifest.graphs.items():
+        check_graph_io(directory / file, name, manifest, GRAPH_SIGNATURES.get(name), set(manifest.files))
+    _warn_if_unverified(directory, manifest.verification)
+    return Bundle(directory, manifest, hashlib.sha256(raw).hexdigest())
+
+
+#: ``verification`` written into the manifest while the parity check runs; the final report
+#: replaces it. A bundle still holding it was interrupted during verification.
+VERIFICATION_RUNNING = {"status": "running"}
+
+
+def _warn_if_unverified(directory: Path, verification: dict[str, Any] | None) -> None:
+    if verification is None:
+        return  # exported with --no-verify: the user chose it, nothing to warn about
+    if verification.get("status") == VERIFICATION_RUNNING["status"]:
+        why = "its parity check against PyTorch did not finish at export (interrupted)"
+    elif verification.get("passed") is False:
+        why = "its parity check against PyTorch FAILED at export (maps may be wrong or NaN)"
+    else:
+        return
+    warnings.warn(UnverifiedBundleWarning(f"{directory}: {why}; re-export it, or check its maps"), stacklevel=3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -27,10 +27,13 @@ class DemoResult:
 def run_demo(
     out_dir: str | Path,
     backend: str = "auto",
-    iterations: int = 100,
+    method_options: dict[str, dict[str, Any]] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> DemoResult:
-    """Explain the sample photos with Grad-CAM and Opti-CAM; write overlays and a comparison PNG."""
+    """Explain the sample photos with Grad-CAM and Opti-CAM; write overlays and a comparison PNG.
+
+    ``method_options``: method -> its options (e.g. ``{"opti-cam": {"iterations": 50}}``).
+    """
     say = log or (lambda m: None)
     photos = sample_photos()
     if not photos:
@@ -44,9 +47,8 @@ def run_demo(
     rows: list[dict] = []
     with Explainer(bundle, backend=backend) as explainer:
         for method in DEMO_METHODS:
-            say(f"{method}: explaining {len(names)} photos ({', '.join(names)}) on {explainer.backend}")
-            options = {"iterations": iterations} if method == "opti-cam" else {}
-            result = explainer.explain(images, method=method, **options)
+            say(f"{method}: explaining {len(names)} photos ({', '.join(names)}) on {explainer.runner_for(method).name}")
+            result = explainer.explain(images, method=method, **(method_options or {}).get(method, {}))
             for i, name in enumerate(names):
                 picture = overlay(photos[name], result.maps[i])
                 overlays.append(save_png(picture, out / f"{name}.{method}.png"))

@@ -25,3 +25,15 @@ class BackendUnavailableError(OpticamError):
 
 class InputError(OpticamError):
     """An image, target class or option given by the caller is invalid."""
+
+
+class OutputError(OpticamError):
+    """An output file or folder cannot be written, or exists and would be overwritten."""
+
+
+class NumericalError(OpticamError):
+    """A computation gave non-finite values (NaN or infinity) where numbers were expected."""
+
+
+class UnverifiedBundleWarning(UserWarning):
+    """A bundle is used whose parity check against PyTorch failed or did not finish at export."""

@@ -31,10 +31,15 @@ def colorize(saliency: np.ndarray) -> np.ndarray:
 def overlay(original: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Blend the colourised map, resized to the photo's resolution, over the photo.
 
-    original (H0, W0, 3) uint8; saliency (H, W) in [0, 1] at model resolution -> (H0, W0, 3) uint8.
+    original (H0, W0, 3) uint8; saliency (H, W) in [0, 1] at model resolution -> (H1, W1, 3) uint8,
+    the photo's size shrunk to at most ``OVERLAY_MAX_SIDE`` on its longest side (memory stays
+    bounded for very large photos).
     """
     from PIL import Image
 
+    from opticam_rt.images import OVERLAY_MAX_SIDE, shrink_to
+
+    original = shrink_to(original, OVERLAY_MAX_SIDE)
     h0, w0 = original.shape[:2]
     resized = np.asarray(Image.fromarray(saliency.astype(np.float32), mode="F").resize((w0, h0), Image.BILINEAR))
     blended = (1 - alpha) * original.astype(np.float32) + alpha * colorize(resized).astype(np.float32)

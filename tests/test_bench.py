@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from opticam_rt.bench import BenchRow, compare_to_baseline, run_benchmarks
 from opticam_rt.cli import cli
 from opticam_rt.export import export_bundle
-from opticam_rt.runtime.runners import OrtRunner
+from opticam_rt.runtime.ort_runner import OrtRunner
 
 NETS = Path(__file__).parent / "nets.py"
 
@@ -34,7 +34,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_rows_have_medians_and_ratios(tiny_bundle: Path) -> None:
     images = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
     rows = run_benchmarks(tiny_bundle, ["floor-forward", "grad-cam", "opti-cam"], ["ort-cpu"], [1, 2], images,
-                          repeat=2, iterations=3)
+                          repeat=2, method_options={"opti-cam": {"iterations": 3}})
     keys = {(r.method, r.backend, r.batch) for r in rows}
     assert keys == {(m, b, n) for m in ("floor-forward", "grad-cam", "opti-cam") for b in ("ort-cpu", "torch") for n in (1, 2)}
     for r in rows:

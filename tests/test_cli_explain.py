@@ -60,7 +60,8 @@ def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 
 
 def explain_args(bundle_dir: str, out: Path, *images: Path | str, method: str = "grad-cam") -> list[str]:
-    return ["explain", *map(str, images), "--bundle", bundle_dir, "--method", method, "--out", str(out), "--format", "json"]
+    return ["explain", *map(str, images), "--bundle", bundle_dir, "--method", method, "--backend", "ort-cpu",
+            "--out", str(out), "--format", "json"]
 
 
 def test_photo_formats(bundle_dir, chelsea, tmp_path):
@@ -206,7 +207,7 @@ def test_every_method(method, bundle_dir, chelsea, tmp_path):
 def test_opticam_options_reach_the_method(bundle_dir, chelsea, tmp_path):
     path = tmp_path / "a.png"
     Image.fromarray(chelsea).save(path)
-    base = explain_args(bundle_dir, tmp_path / "out", path, method="opti-cam")
+    base = [*explain_args(bundle_dir, tmp_path / "out", path, method="opti-cam"), "--overwrite"]
     fused = run_ok(*base, "--iterations", "4")[0]
     split = run_ok(*base, "--iterations", "4", "--pipeline", "split")[0]
     assert fused["iterations"] == 4 and split["iterations"] == 4
@@ -241,7 +242,7 @@ def test_demo(demo_cache, tmp_path):
 
     photos = sample_photos()
     messages: list[str] = []
-    result = run_demo(tmp_path / "demo", backend="ort-cpu", iterations=3, log=messages.append)
+    result = run_demo(tmp_path / "demo", backend="ort-cpu", method_options={"opti-cam": {"iterations": 3}}, log=messages.append)
     assert not any("exporting" in m for m in messages), messages  # the cached copy was used
     assert len(result.overlays) == len(photos) * len(DEMO_METHODS) == len(result.rows)
     for path in result.overlays:

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import warnings
 
 import click
 
 from opticam_rt import __version__
-from opticam_rt.errors import OpticamError
+from opticam_rt.errors import OpticamError, UnverifiedBundleWarning
+
+#: Exit statuses (documented in docs/reliability.md): every image done; some images failed (the
+#: others were written, each failure printed on one line); the command could not run (usage error,
+#: bad option, unusable bundle or output folder: nothing was computed); opticam-rt itself crashed
+#: (a bug: one line, the traceback with OPTICAM_RT_TRACEBACK=1); interrupted (Ctrl-C).
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_ERROR = 2
+EXIT_CRASH = 3
+EXIT_INTERRUPTED = 130
 
 #: command name -> "module:attribute"; modules load only when their command runs, so
 #: ``opticam-rt --help`` never imports torch or onnxruntime.
@@ -53,18 +65,38 @@ def cli() -> None:
     """Saliency maps (Opti-CAM and the CAM family) computed inside inference runtimes."""
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:  # type: ignore[no-untyped-def]
+    if issubclass(category, UnverifiedBundleWarning):
+        return f"warning: {message}\n"
+    return _default_format_warning(message, category, filename, lineno, line)
+
+
+_default_format_warning = warnings.formatwarning
+
+
 def main() -> None:
-    """Console entry point: OpticamError becomes a one-line message and exit status 2."""
+    """Console entry point: every failure becomes one line on stderr and an exit status above."""
+    warnings.formatwarning = _format_warning
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("aborted", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        sys.exit(exc.exit_code)  # 2 for usage errors
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except OpticamError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(EXIT_ERROR)
+    except OSError as exc:  # a file the command itself needed (not one image): the user's to fix
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except Exception as exc:  # noqa: BLE001 - a bug: one line unless the traceback is asked for
+        if os.environ.get("OPTICAM_RT_TRACEBACK"):
+            raise
+        text = " ".join(str(exc).split())[:300]
+        click.echo(f"internal error: {type(exc).__name__}: {text} (a bug in opticam-rt; "
+                   "set OPTICAM_RT_TRACEBACK=1 for the traceback)", err=True)
+        sys.exit(EXIT_CRASH)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
 
 def _list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -19,8 +20,7 @@ def _list(text: str) -> list[str]:
 @click.option("--backends", default="auto", show_default=True, help="Comma-separated backends (torch is always added).")
 @click.option("--batch", "batches", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,8.")
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Timed runs per case (median).")
-@click.option("--iterations", type=click.IntRange(min=1), default=100, show_default=True, help="Opti-CAM iterations.")
-@click.option("--pipeline", type=click.Choice(["fused", "split"]), default="fused", show_default=True)
+@method_option_flags()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--save-baseline", type=click.Path(dir_okay=False), default=None, help="Write the results as a baseline.")
 @click.option("--baseline", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -32,22 +32,24 @@ def bench(
     backends: str,
     batches: str,
     repeat: int,
-    iterations: int,
-    pipeline: str,
     fmt: str,
     save_baseline: str | None,
     baseline: str | None,
     threshold: float,
+    **method_flags: object,
 ) -> None:
     """Latency of each method and backend against the PyTorch reference (medians, interleaved)."""
     import numpy as np
 
-    from opticam_rt.bench import compare_to_baseline, format_rows, load_baseline, rows_to_json, run_benchmarks
+    from opticam_rt.bench import FLOORS, compare_to_baseline, format_rows, load_baseline, rows_to_json, run_benchmarks
     from opticam_rt.bundle import load_bundle
     from opticam_rt.errors import InputError
     from opticam_rt.images import sample_photos, to_model_input
     from opticam_rt.runtime.runners import resolve_backend
 
+    method_list = _list(methods)
+    runnable = [m for m in method_list if m not in FLOORS]
+    method_options = options_for(runnable, pop_method_options(method_flags)) if runnable else {}
     try:
         batch_list = [int(b) for b in _list(batches)]
     except ValueError as exc:
@@ -62,13 +64,12 @@ def bench(
     baseline_rows = load_baseline(baseline) if baseline else None
     rows = run_benchmarks(
         bundle_dir,
-        _list(methods),
+        method_list,
         [resolve_backend(b) for b in _list(backends)],
         batch_list,
         images,
         repeat=repeat,
-        iterations=iterations,
-        pipeline=pipeline,
+        method_options=method_options,
         log=lambda m: click.echo(m, err=True),
     )
     click.echo(rows_to_json(rows) if fmt == "json" else format_rows(rows))

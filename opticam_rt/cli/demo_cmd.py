@@ -6,20 +6,25 @@ import json
 
 import click
 
+from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
+from opticam_rt.demo import DEMO_METHODS
+from opticam_rt.runtime.runners import BACKENDS
+
 
 @click.command()
 @click.option("--out", "out_dir", default="opticam-demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--backend", default="auto", show_default=True, help="auto, ort-cpu, ort-cuda, ort-trt or torch.")
-@click.option("--iterations", type=int, default=100, show_default=True, help="Opti-CAM iterations.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def demo(out_dir: str, backend: str, iterations: int, fmt: str) -> None:
+@method_option_flags(DEMO_METHODS)
+def demo(out_dir: str, backend: str, fmt: str, **method_flags: object) -> None:
     """Explain bundled sample photos with Grad-CAM and Opti-CAM (built-in EfficientNet-Lite0).
 
     Exports the model to the cache on first use ($OPTICAM_RT_CACHE overrides the location).
     """
     from opticam_rt.demo import run_demo
 
-    result = run_demo(out_dir, backend=backend, iterations=iterations, log=lambda m: click.echo(m, err=True))
+    options = options_for(DEMO_METHODS, pop_method_options(method_flags))
+    result = run_demo(out_dir, backend=backend, method_options=options, log=lambda m: click.echo(m, err=True))
     if fmt == "json":
         click.echo(json.dumps({"comparison": str(result.comparison), "results": result.rows}, indent=2))
         return

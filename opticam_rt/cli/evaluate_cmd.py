@@ -7,6 +7,9 @@ from pathlib import Path
 
 import click
 
+from opticam_rt.cli import EXIT_SOME_FAILED
+from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
+from opticam_rt.evaluation.metric_names import names as metric_names
 from opticam_rt.runtime.runners import BACKENDS
 
 
@@ -14,12 +17,14 @@ from opticam_rt.runtime.runners import BACKENDS
 @click.argument("data", type=click.Path(exists=True))
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(file_okay=False), help="Bundle directory.")
 @click.option("--methods", default="opti-cam,grad-cam,fake-cam", show_default=True, help="Comma-separated method names.")
-@click.option("--metrics", default=None, help="Comma-separated: ad,ai,ag,insertion,deletion,om,le,f1,boxacc,sp,ep,sm "
-              "(default: ad,ai,ag,insertion,deletion, plus localisation when boxes are given).")
+@click.option("--metrics", default=None, help=f"Comma-separated: {','.join(metric_names())} (default: "
+              f"{','.join(metric_names('classification') + metric_names('curve'))}, plus localisation when boxes are given).")
+@click.option("--protocol", type=click.Choice(["standard", "opticam"]), default="standard", show_default=True,
+              help="Localisation protocol: standard (pointing game 15 px, OM/LE at IoU 0.5) or the Opti-CAM paper's variants.")
 @click.option("--boxes", "boxes_csv", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CSV path,label,x0,y0,x1,y1 of ground-truth boxes (original image pixels).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--iterations", type=click.IntRange(min=1), default=100, show_default=True, help="Opti-CAM iterations.")
+@method_option_flags()
 @click.option("--steps", type=click.IntRange(min=1), default=224, show_default=True, help="Insertion/deletion steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images explained together.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
@@ -28,20 +33,23 @@ from opticam_rt.runtime.runners import BACKENDS
               help="Per-image results (JSON lines); an interrupted run resumes from it. "
               "Default: <--out>.records.jsonl or opticam-eval.records.jsonl.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Insertion/deletion curves (PNG/PDF).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out report or --plot file (default: refuse).")
 def evaluate(
     data: str,
     bundle_dir: str,
     methods: str,
     metrics: str | None,
+    protocol: str,
     boxes_csv: str | None,
     backend: str,
-    iterations: int,
     steps: int,
     batch_size: int,
     fmt: str,
     out_file: str | None,
     records_file: str | None,
     plot_file: str | None,
+    overwrite: bool,
+    **method_flags: object,
 ) -> None:
     """Faithfulness (AD, AI, AG, insertion, deletion) and localisation metrics of saliency methods.
 
@@ -54,7 +62,9 @@ def evaluate(
     from opticam_rt.errors import InputError
     from opticam_rt.evaluation import RecordStore, aggregate, format_report, load_samples, plot_curves
     from opticam_rt.evaluation.datasets import load_csv
-    from opticam_rt.evaluation.runner import COLUMNS, EvaluationSettings, evaluate_dataset, parse_metrics
+    from opticam_rt.outputs import check_new_file, check_writable_folder, write_file
+    from opticam_rt.evaluation.metric_names import BY_NAME
+    from opticam_rt.evaluation.runner import EvaluationSettings, evaluate_dataset, parse_metrics
     from opticam_rt.runtime.explainer import Explainer
     from opticam_rt.runtime.registry import METHODS
 
@@ -62,16 +72,24 @@ def evaluate(
     unknown = [m for m in method_list if m not in METHODS]
     if unknown:
         raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    method_options = options_for(method_list, pop_method_options(method_flags))
+    records_path = Path(records_file or (f"{out_file}.records.jsonl" if out_file else "opticam-eval.records.jsonl"))
+    for path, option in ((out_file, "--out"), (plot_file, "--plot"), (str(records_path), "--records")):
+        if path:  # before any work: an unwritable output must not cost the run
+            check_writable_folder(Path(path).parent, option)
+            if option != "--records":
+                check_new_file(path, overwrite)
     with Explainer(bundle_dir, backend=backend) as explainer:
+        for m in method_list:
+            click.echo(f"{m}: {explainer.describe_backend(m)}", err=True)
         samples = load_samples(data, explainer.bundle.manifest.class_names)
         if boxes_csv:
             by_path = {s.path.resolve(): s.boxes for s in load_csv(boxes_csv, explainer.bundle.manifest.class_names)}
             for s in samples:
                 s.boxes.extend(by_path.get(s.path.resolve(), []))
         metric_list = parse_metrics(metrics, any(s.boxes for s in samples))
-        records_path = Path(records_file or (f"{out_file}.records.jsonl" if out_file else "opticam-eval.records.jsonl"))
         store = RecordStore(records_path)
-        settings = EvaluationSettings(steps=steps, batch_size=batch_size, method_options={"opti-cam": {"iterations": iterations}})
+        settings = EvaluationSettings(steps=steps, batch_size=batch_size, method_options=method_options, protocol=protocol)
         errors: list[str] = []
         bar = tqdm(total=len(samples) * len(method_list), desc="evaluate", unit="img", file=sys.stderr,
                    disable=len(samples) * len(method_list) <= 3)
@@ -86,11 +104,11 @@ def evaluate(
     keep = {str(s.path) for s in samples}
     records = [r for r in records if r["method"] in method_list and r["image"] in keep]
     summary = aggregate(records)
-    columns = ["n_images", *[COLUMNS[m] for m in metric_list]]
+    columns = ["n_images", *[BY_NAME[m].column for m in metric_list]]
     text = format_report(summary, fmt, columns)  # type: ignore[arg-type]
     click.echo(text)
     if out_file:
-        Path(out_file).write_text(text + "\n")
+        write_file(out_file, lambda f: f.write((text + "\n").encode()), overwrite)
     if plot_file:
         curves = {
             m: {mode: np.array([r[f"{mode}_curve"] for r in records if r["method"] == m and f"{mode}_curve" in r])
@@ -98,7 +116,7 @@ def evaluate(
             for m in method_list
         }
         curves = {m: {k: v for k, v in c.items() if v.size} for m, c in curves.items()}
-        click.echo(f"curves plotted to {plot_curves(curves, plot_file)}", err=True)
+        click.echo(f"curves plotted to {plot_curves(curves, plot_file, overwrite=overwrite)}", err=True)
     if errors:
         click.echo(f"{len(set(errors))} image(s) skipped", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_SOME_FAILED)

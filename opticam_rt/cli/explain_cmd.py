@@ -7,23 +7,24 @@ import sys
 
 import click
 
+from opticam_rt.cli import EXIT_SOME_FAILED
+from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
 from opticam_rt.runtime.explainer import METHOD_NAMES
 from opticam_rt.runtime.runners import BACKENDS
 
 
 @click.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+# Plain strings, not click.Path(exists=True): a missing, unreadable or folder path is one image's
+# error (reported, the others explained), not a usage error that refuses the whole call.
+@click.argument("images", nargs=-1, required=True)
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(file_okay=False), help="Bundle directory.")
 @click.option("--method", type=click.Choice(METHOD_NAMES), default="opti-cam", show_default=True)
 @click.option("--target", default="top1", show_default=True, help="'top1' or a class index.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--iterations", type=click.IntRange(min=1), default=100, show_default=True, help="Opti-CAM iterations.")
-@click.option("--lr", type=float, default=0.1, show_default=True, help="Opti-CAM Adam learning rate.")
-@click.option("--loss", type=click.Choice(["mask", "diff"]), default="mask", show_default=True, help="Opti-CAM objective.")
-@click.option("--tol", type=float, default=None, help="Opti-CAM early stopping: relative loss change per step.")
-@click.option("--pipeline", type=click.Choice(["fused", "split"]), default="fused", show_default=True, help="Opti-CAM pipeline.")
+@method_option_flags()
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--out", "out_dir", default="opticam-out", show_default=True, type=click.Path(file_okay=False), help="Where maps (.npy) and overlays (.png) go.")
+@click.option("--overwrite", is_flag=True, help="Replace maps and overlays already in --out (default: such images fail).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def explain(
     images: tuple[str, ...],
@@ -31,26 +32,24 @@ def explain(
     method: str,
     target: str,
     backend: str,
-    iterations: int,
-    lr: float,
-    loss: str,
-    tol: float | None,
-    pipeline: str,
     batch_size: int,
     out_dir: str,
+    overwrite: bool,
     fmt: str,
+    **method_flags: object,
 ) -> None:
     """Compute saliency maps for IMAGES; write a .npy map and a .png overlay per image.
 
-    An unreadable image or an out-of-range target is reported by name, the other images are
-    still explained, and the exit status is 1.
+    An unreadable image, an out-of-range target or an output that already exists (without
+    --overwrite) is reported by name, the other images are still explained, and the exit status
+    is 1. Files are written atomically; --out is checked for writing before any work.
     """
     from tqdm import tqdm
 
     from opticam_rt.runtime.explainer import Explainer
     from opticam_rt.runtime.files import explain_files, parse_target
 
-    options = {"iterations": iterations, "lr": lr, "loss": loss, "tol": tol, "pipeline": pipeline} if method == "opti-cam" else {}
+    options = options_for([method], pop_method_options(method_flags))[method]
     bar = tqdm(total=len(images), desc=method, unit="img", file=sys.stderr, disable=len(images) <= 3)
 
     def report(result: "FileResult") -> None:  # noqa: F821
@@ -65,8 +64,10 @@ def explain(
             )
 
     with Explainer(bundle_dir, backend=backend) as explainer:
+        click.echo(f"{method}: {explainer.describe_backend(method)}", err=True)
         results = explain_files(
-            explainer, images, method, parse_target(target), batch_size, out_dir, on_result=report, **options
+            explainer, images, method, parse_target(target), batch_size, out_dir, on_result=report,
+            overwrite=overwrite, **options
         )
     bar.close()
     if fmt == "json":
@@ -74,4 +75,5 @@ def explain(
     failed = [r for r in results if r.error]
     if failed:
         click.echo(f"{len(failed)} of {len(results)} images failed", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_SOME_FAILED)
+

@@ -86,7 +86,8 @@ def export(
             click.echo(report.format())
         click.echo(f"bundle written to {out_dir}")
     if report is not None and not report:
-        raise ExportError("verification failed: see the report above (the bundle was written)")
+        raise ExportError("verification failed: see the report above (the bundle was written and is marked "
+                          "as failed: loading it warns)")
 
 
 @click.command()
@@ -99,8 +100,10 @@ def layers(model_spec: str, input_size: int | None, fmt: str) -> None:
 
     from opticam_rt.export import candidate_layers, load_recipe, prepare_model
 
+    from opticam_rt.bundle import check_input_size
+
     recipe = load_recipe(model_spec)
-    size = _size(input_size) or recipe.input_size or (224, 224)
+    size = check_input_size(_size(input_size) or recipe.input_size or (224, 224))
     rows = candidate_layers(prepare_model(recipe.build()), torch.zeros(1, 3, *size))
     if fmt == "json":
         click.echo(json.dumps([{"layer": n, "shape": list(s[1:])} for n, s in rows]))

@@ -1,7 +1,10 @@
 """Per-image results as a JSON-lines file, so that an interrupted evaluation run resumes where it stopped.
 
 Each record is one JSON object on one line, holding at least ``"method"`` (str) and
-``"image"`` (str: the image path) plus any metric values. A record is written and flushed as
+``"image"`` (str: the image path) plus any metric values, and, when written by an evaluation
+run, ``"produced_by"``: what produced it (see :func:`produced_by`). A resumed run reuses a record
+only when its ``produced_by`` equals the run's exactly; records of other settings stay in the
+file, unused. A record is written and flushed as
 soon as it is appended, so a crash loses at most the line being written. Such a truncated
 last line is ignored when reading, and cut off before the next append so that it never
 ends up in the middle of the file.
@@ -20,7 +23,35 @@ import numpy as np
 
 from opticam_rt.errors import InputError
 
-__all__ = ["RecordStore", "to_jsonable"]
+__all__ = ["RecordStore", "produced_by", "to_jsonable"]
+
+
+def produced_by(
+    bundle_sha256: str,
+    method: str,
+    options: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    backend: str,
+) -> dict[str, Any]:
+    """What a record's numbers depend on, as a JSON-ready dict compared for exact equality.
+
+    Args:
+        bundle_sha256: the bundle's identity (``Bundle.sha256``: its manifest, which hashes every file).
+        method: the saliency method's registry name.
+        options: the method's options as passed to it (e.g. ``{"iterations": 100}``).
+        metrics: the metric settings (metric names, insertion/deletion steps, ...).
+        backend: the runtime backend that computed the maps.
+    """
+    from opticam_rt import __version__
+
+    return to_jsonable({
+        "bundle_sha256": bundle_sha256,
+        "method": method,
+        "options": dict(sorted(options.items())),
+        "metrics": dict(sorted(metrics.items())),
+        "backend": backend,
+        "opticam_rt": __version__,
+    })
 
 
 def to_jsonable(value: Any) -> Any:
@@ -78,8 +109,13 @@ class RecordStore:
         return (r for _, r in self._lines())
 
     def done_keys(self) -> set[tuple[str, str]]:
-        """``{(method, image)}`` of the records already stored: the work a resumed run skips."""
+        """``{(method, image)}`` of every record stored, whatever produced it."""
         return {(str(r["method"]), str(r["image"])) for r in self if "method" in r and "image" in r}
+
+    def matching(self, key: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The records whose ``"produced_by"`` equals ``key`` exactly (the ones a resumed run may reuse)."""
+        wanted = to_jsonable(key)
+        return [r for r in self if r.get("produced_by") == wanted]
 
     def _repair(self) -> None:
         """Cut a partial last line (no newline) off, or end a complete one, before appending."""

@@ -23,6 +23,7 @@ import numpy as np
 
 from opticam_rt.errors import InputError
 from opticam_rt.evaluation.localisation import max_box_accuracy
+from opticam_rt.evaluation.metric_names import METRICS
 
 __all__ = [
     "METRIC_ORDER",
@@ -39,10 +40,7 @@ Reducer = Callable[[list[Any]], dict[str, float]]
 
 #: Column order of the outputs: metrics named here come first, in this order, others after
 #: them in alphabetical order.
-METRIC_ORDER: tuple[str, ...] = (
-    "n_images", "AD", "AG", "AI", "insertion", "deletion",
-    "OM", "LE", "F1", "BoxAcc", "MaxBoxAcc", "SP", "EP", "SM",
-)
+METRIC_ORDER: tuple[str, ...] = ("n_images", *(m.column for m in METRICS))
 
 _KEY_FIELDS = frozenset({"method", "image"})
 
@@ -166,13 +164,16 @@ def _mean_curve(curves: Any, where: str) -> np.ndarray:
     return c.mean(axis=0)
 
 
-def plot_curves(curves_by_method: Mapping[str, Mapping[str, np.ndarray]], path: str | Path) -> Path:
+def plot_curves(
+    curves_by_method: Mapping[str, Mapping[str, np.ndarray]], path: str | Path, overwrite: bool = True
+) -> Path:
     """Draw the mean insertion and deletion curve of each method; save to ``path`` (format from its suffix).
 
     ``curves_by_method``: ``{method: {"insertion": (N, steps + 1), "deletion": (N, steps + 1)}}``
     (either kind may be missing; a 1-D array is taken as one curve). The x axis is the
     fraction of pixels inserted/deleted, in [0, 1]; the legend gives the AUC of the mean
-    curve, which equals the mean of the per-image AUCs. Needs matplotlib.
+    curve, which equals the mean of the per-image AUCs. Needs matplotlib. The file is written
+    atomically; an existing one is replaced only when ``overwrite``.
     """
     try:
         # Figure + the Agg canvas directly: no pyplot, so no global backend switch and no
@@ -202,7 +203,8 @@ def plot_curves(curves_by_method: Mapping[str, Mapping[str, np.ndarray]], path: 
         ax.set_ylim(bottom=0.0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
+    from opticam_rt.outputs import write_file
+
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
+    return write_file(out, lambda f: fig.savefig(f, format=out.suffix.lstrip(".").lower() or "png"), overwrite)

@@ -34,7 +34,7 @@ def convolution_input_grad(
 
     For stride 1 the input gradient is a forward convolution with the kernel flipped and its
     in/out channels swapped per group; ORT's CPU Conv is much faster than ConvTranspose on
-    depthwise kernels (DESIGN.md: 9.6 s -> 5.1 s for 100 EfficientNet-Lite0 steps). Strided
+    depthwise kernels (measured: 9.6 s -> 5.1 s for 100 EfficientNet-Lite0 steps). Strided
     convolutions use ConvTranspose with the output_padding that restores the input size: the
     stride-1 rewrites of it (zeros inserted into grad_out, or the polyphase Conv followed by a
     depth-to-space) were measured slower on ONNX Runtime CPU (docs/perf-notes.md).

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -12,8 +12,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from opticam_rt.bundle import GRAPH_SIGNATURES, WEIGHTS, Bundle, Manifest, load_bundle, write_manifest
-from opticam_rt.errors import ExportError
+from opticam_rt.bundle import (
+    GRAPH_SIGNATURES,
+    MANIFEST,
+    VERIFICATION_RUNNING,
+    WEIGHTS,
+    Bundle,
+    Manifest,
+    load_bundle,
+    write_manifest,
+)
+from opticam_rt.errors import ExportError, UnverifiedBundleWarning
+from opticam_rt.export import staging as staged
 from opticam_rt.export.graphs import ExplainerGraphs, Preprocessing
 from opticam_rt.export.tap import TapSpec, resolve_tap
 from opticam_rt.export.trace import module_calling_op, to_onnx
@@ -89,16 +99,6 @@ def _producer_versions() -> dict[str, str]:
     return versions
 
 
-def _prepare_directory(out_dir: Path, force: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExportError(f"{out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not force:
-            raise ExportError(f"{out_dir} exists and is not empty; pass --force (force=True) to overwrite it")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-
 def _real_images(size: tuple[int, int]) -> np.ndarray | None:
     photos = sample_photos()
     if not photos:
@@ -138,17 +138,56 @@ def export_bundle(
     Returns:
         (the loaded bundle, the verification report or None when ``verify`` is False).
 
+    The bundle is written into a hidden folder beside ``out_dir`` and moved in only when
+    complete (see ``opticam_rt.export.staging``): a failed or interrupted (Ctrl-C) export leaves
+    ``out_dir`` as it was; ``force`` replaces an earlier bundle's own files and no others.
+
     Raises:
         ExportError: bad tap, unsupported operator (named with the module using it), output
-            directory not empty without ``force``.
+            directory not empty without ``force``, or holding files no export wrote.
+        KeyboardInterrupt: Ctrl-C, even if a library inside the export swallowed it.
     """
-    import onnx
+    from opticam_rt.bundle import check_input_size
 
-    say = log or (lambda message: None)
     if opset < 17:
         raise ExportError(f"opset {opset} is too old: the bundle needs opset >= 17")
-    out_dir = Path(out_dir)
-    _prepare_directory(out_dir, force)
+    input_size = check_input_size(input_size)
+    target = Path(out_dir)
+    staged.check_target(target, force, {MANIFEST, WEIGHTS, *(f"{n}.onnx" for n in GRAPH_SIGNATURES)})
+    folder = staged.make_staging(target)
+    try:
+        with staged.interrupt_guard() as interrupted, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnverifiedBundleWarning)  # the caller gets the report itself
+            report = _export_into(
+                folder, model, tap, input_size, mean, std, class_names, model_name, model_spec, opset, verify,
+                log or (lambda message: None), interrupted,
+            )
+            interrupted.check()
+            staged.swap_in(folder, target, force)
+            bundle = load_bundle(target)
+    finally:
+        staged.remove_staging(folder)
+    return bundle, report
+
+
+def _export_into(
+    out_dir: Path,
+    model: nn.Module,
+    tap: str | TapSpec,
+    input_size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    class_names: list[str] | None,
+    model_name: str,
+    model_spec: str | None,
+    opset: int,
+    verify: bool,
+    say: Callable[[str], None],
+    interrupted: staged.InterruptFlag,
+) -> VerificationReport | None:
+    """Write the whole bundle into ``out_dir`` (the staging folder); returns the verification report."""
+    import onnx
+
     graphs, spec, shape = build_graphs(model, tap, input_size, mean, std)
     with torch.no_grad():
         num_classes = int(graphs.logits(torch.rand(1, 3, *input_size)).shape[1])
@@ -166,6 +205,7 @@ def export_bundle(
         except ExportError as exc:
             raise _with_module(exc, graphs) from exc
         say(f"exported {name} ({time.perf_counter() - start:.1f} s)")
+        interrupted.check()
     from opticam_rt.export.weights import share_weights
 
     stats = share_weights(models, out_dir / WEIGHTS)
@@ -196,16 +236,18 @@ def export_bundle(
         graphs=files,
         explainers=explainer_entries,
         producer=_producer_versions(),
+        # Until the report replaces it: a bundle found in this state was interrupted mid-check.
+        verification=dict(VERIFICATION_RUNNING) if verify else None,
     )
     write_manifest(out_dir, manifest)
     bundle = load_bundle(out_dir)
     report = None
     if verify:
+        interrupted.check()
         report = verify_bundle(bundle, graphs, _real_images(tuple(input_size)), log=say)
         manifest.verification = report.to_dict()
         write_manifest(out_dir, manifest)
-        bundle = load_bundle(out_dir)
-    return bundle, report
+    return report
 
 
 def _with_module(exc: ExportError, graphs: ExplainerGraphs) -> ExportError:

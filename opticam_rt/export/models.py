@@ -100,12 +100,17 @@ def load_recipe(spec: str) -> ModelRecipe:
             module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ExportError(f"cannot import {module_name!r} for model {spec!r}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - user code failing on import is the user's error, reported in one line
+        raise ExportError(f"importing {module_name!r} for model {spec!r} failed: {type(exc).__name__}: {exc}") from exc
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise ExportError(f"{module_name!r} has no callable {attr!r} (model {spec!r})")
 
     def build() -> nn.Module:
-        model = factory()
+        try:
+            model = factory()
+        except Exception as exc:  # noqa: BLE001 - any failure of user code is reported in one line
+            raise ExportError(f"model factory {spec!r} raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(model, nn.Module):
             raise ExportError(f"{spec!r} returned {type(model).__name__}, not a torch.nn.Module")
         return model

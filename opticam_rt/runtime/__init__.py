@@ -1,15 +1,18 @@
-"""Runtime: runners over ONNX Runtime, the CAM methods, Opti-CAM and the Explainer."""
+"""Runtime: runners (one per backend), the saliency methods, Opti-CAM and the Explainer."""
 
 from opticam_rt.runtime.explainer import METHOD_NAMES, Explainer, Explanation
-from opticam_rt.runtime.runners import BACKENDS, OrtRunner, Runner, available_backends, resolve_backend
+from opticam_rt.runtime.runner import Capabilities, Runner
+from opticam_rt.runtime.runners import BACKENDS, RUNNERS, available_backends, create_runner, resolve_backend
 
 __all__ = [
     "BACKENDS",
     "METHOD_NAMES",
+    "RUNNERS",
+    "Capabilities",
     "Explainer",
     "Explanation",
-    "OrtRunner",
     "Runner",
     "available_backends",
+    "create_runner",
     "resolve_backend",
 ]

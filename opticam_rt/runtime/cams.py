@@ -8,35 +8,15 @@ per image; masks are applied to pixels in [0, 1].
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from opticam_rt.kernels import saliency_and_mask, scorecam_masked_copies
-from opticam_rt.runtime.runners import Runner
-
-
-@dataclass
-class MethodContext:
-    """What every method sees. images (N, 3, H, W) in [0, 1]; targets (N,) int64;
-    logits (N, C); features (N, K, h, w)."""
-
-    runner: Runner
-    images: np.ndarray
-    targets: np.ndarray
-    logits: np.ndarray
-    features: np.ndarray
-    progress: Callable[[int], None] | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def onehot(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """(N, C) one-hot of the targets (optionally of a subset of rows)."""
-        targets = self.targets if rows is None else self.targets[rows]
-        out = np.zeros((len(targets), self.logits.shape[1]), dtype=np.float32)
-        out[np.arange(len(targets)), targets] = 1.0
-        return out
+from opticam_rt.runtime.method import CamMethod, MethodContext
+from opticam_rt.runtime.options import MethodOptions, option
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -52,45 +32,26 @@ def class_map_to_saliency(cam: np.ndarray, images: np.ndarray) -> np.ndarray:
     return maps
 
 
-class CamMethod(ABC):
-    """One saliency method. Capability flags tell the Explainer what to prepare."""
-
-    name = "cam"
-    needs_gradients = False
-
-    @abstractmethod
-    def saliency(self, ctx: MethodContext, **options: Any) -> np.ndarray:
-        """-> maps (N, H, W) float32 in [0, 1]."""
-
-
 class ChannelWeightCam(CamMethod):
     """saliency = norm(up(relu(sum_k w_k A_k))); subclasses give the weights w (N, K)."""
 
     @abstractmethod
-    def channel_weights(self, ctx: MethodContext, **options: Any) -> np.ndarray: ...
+    def channel_weights(self, ctx: MethodContext, options: Any) -> np.ndarray:
+        """-> weights (N, K)."""
 
-    def saliency(self, ctx: MethodContext, **options: Any) -> np.ndarray:
-        weights = self.channel_weights(ctx, **options)
+    def saliency(self, ctx: MethodContext, options: Any) -> np.ndarray:
+        weights = self.channel_weights(ctx, options)
         cam = np.maximum(np.einsum("nk,nkhw->nhw", weights, ctx.features), 0)
         return class_map_to_saliency(cam, ctx.images)
-
-
-def target_gradients(ctx: MethodContext) -> np.ndarray:
-    """d logit_target / d A, (N, K, h, w), from the grad_features graph (cached per context)."""
-    if "grad_features" not in ctx.extras:
-        out = ctx.runner.infer("grad_features", {"image": ctx.images, "cotangent": ctx.onehot()})
-        ctx.extras["grad_features"] = out["grad_features"]
-    return ctx.extras["grad_features"]
 
 
 class GradCAM(ChannelWeightCam):
     """Grad-CAM (Selvaraju et al. 2017, eq. 1): w_k = mean_ij dy/dA_k,ij."""
 
     name = "grad-cam"
-    needs_gradients = True
 
-    def channel_weights(self, ctx: MethodContext, **options: Any) -> np.ndarray:
-        return target_gradients(ctx).mean(axis=(2, 3))
+    def channel_weights(self, ctx: MethodContext, options: Any) -> np.ndarray:
+        return ctx.target_gradients().mean(axis=(2, 3))
 
 
 class GradCAMPlusPlus(ChannelWeightCam):
@@ -99,10 +60,9 @@ class GradCAMPlusPlus(ChannelWeightCam):
     alpha = g^2 / (2 g^2 + sum_ij A * g^3), w_k = sum_ij alpha * relu(g)."""
 
     name = "grad-cam++"
-    needs_gradients = True
 
-    def channel_weights(self, ctx: MethodContext, **options: Any) -> np.ndarray:
-        g = target_gradients(ctx)
+    def channel_weights(self, ctx: MethodContext, options: Any) -> np.ndarray:
+        g = ctx.target_gradients()
         g2, g3 = g**2, g**3
         denom = 2 * g2 + ctx.features.sum(axis=(2, 3), keepdims=True) * g3
         safe = np.where(denom != 0, denom, 1.0)
@@ -114,10 +74,9 @@ class XGradCAM(ChannelWeightCam):
     """XGrad-CAM (Fu et al. 2020, eq. 9): w_k = sum_ij A_k,ij g_k,ij / sum_ij A_k,ij."""
 
     name = "xgrad-cam"
-    needs_gradients = True
 
-    def channel_weights(self, ctx: MethodContext, **options: Any) -> np.ndarray:
-        g = target_gradients(ctx)
+    def channel_weights(self, ctx: MethodContext, options: Any) -> np.ndarray:
+        g = ctx.target_gradients()
         a = ctx.features
         return ((a * g).sum(axis=(2, 3)) / (a.sum(axis=(2, 3)) + 1e-7)).astype(np.float32)
 
@@ -126,12 +85,21 @@ class LayerCAM(CamMethod):
     """Layer-CAM (Jiang et al. 2021, eq. 4-5): per-location weights relu(g), map relu(sum_k relu(g) A)."""
 
     name = "layer-cam"
-    needs_gradients = True
 
-    def saliency(self, ctx: MethodContext, **options: Any) -> np.ndarray:
-        g = target_gradients(ctx)
+    def saliency(self, ctx: MethodContext, options: Any) -> np.ndarray:
+        g = ctx.target_gradients()
         cam = np.maximum((np.maximum(g, 0) * ctx.features).sum(axis=1), 0)
         return class_map_to_saliency(cam, ctx.images)
+
+
+@dataclass(frozen=True)
+class ScoreCAMOptions(MethodOptions):
+    chunk: int = option(64, "Channels per network pass (memory vs speed).", low=1, high=65536)
+
+
+@dataclass(frozen=True)
+class AblationCAMOptions(MethodOptions):
+    chunk: int = option(256, "Channels per network pass (memory vs speed).", low=1, high=65536)
 
 
 class ScoreCAM(ChannelWeightCam):
@@ -140,9 +108,11 @@ class ScoreCAM(ChannelWeightCam):
     come straight out of the Score-CAM kernel, ``chunk`` at a time, through the forward graph."""
 
     name = "score-cam"
+    Options = ScoreCAMOptions
 
-    def channel_weights(self, ctx: MethodContext, chunk: int = 64, **options: Any) -> np.ndarray:
+    def channel_weights(self, ctx: MethodContext, options: ScoreCAMOptions) -> np.ndarray:
         n, k = ctx.features.shape[:2]
+        chunk = options.chunk
         probs = np.empty((n, k), dtype=np.float32)
         for i in range(n):
             for start in range(0, k, chunk):
@@ -160,9 +130,11 @@ class AblationCAM(ChannelWeightCam):
     when channel k of the feature map is zeroed (the head graph runs on ablated features)."""
 
     name = "ablation-cam"
+    Options = AblationCAMOptions
 
-    def channel_weights(self, ctx: MethodContext, chunk: int = 256, **options: Any) -> np.ndarray:
+    def channel_weights(self, ctx: MethodContext, options: AblationCAMOptions) -> np.ndarray:
         n, k = ctx.features.shape[:2]
+        chunk = options.chunk
         y = ctx.logits[np.arange(n), ctx.targets]
         weights = np.empty((n, k), dtype=np.float32)
         for i in range(n):
@@ -184,7 +156,7 @@ class FakeCAM(CamMethod):
 
     name = "fake-cam"
 
-    def saliency(self, ctx: MethodContext, **options: Any) -> np.ndarray:
+    def saliency(self, ctx: MethodContext, options: Any) -> np.ndarray:
         n, _, h, w = ctx.images.shape
         maps = np.ones((n, h, w), dtype=np.float32)
         maps[:, 0, 0] = 0

@@ -11,12 +11,22 @@ import numpy as np
 
 from opticam_rt.bundle import Bundle, load_bundle
 from opticam_rt.errors import InputError
-from opticam_rt.runtime.cams import MethodContext, softmax
+from opticam_rt.runtime.cams import softmax
+from opticam_rt.runtime.checks import check_finite_maps
+from opticam_rt.runtime.method import CamMethod, MethodContext
 from opticam_rt.runtime.registry import METHODS
-from opticam_rt.runtime.runners import OrtRunner, resolve_backend
+from opticam_rt.runtime.runner import Runner
+from opticam_rt.runtime.runners import create_runner, resolve_backend
 
 #: Registered method names, in registry order (also the CLI's choices).
 METHOD_NAMES = tuple(METHODS)
+
+
+def method_class(method: str) -> type[CamMethod]:
+    """The registered class of ``method``; InputError naming the choices otherwise."""
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[method]
 
 
 @dataclass
@@ -24,9 +34,10 @@ class Explanation:
     """Saliency maps and the scores around them, for a batch of N images.
 
     maps (N, H, W) float32 in [0, 1] at model resolution; targets (N,) int; scores (N,) and
-    masked_scores (N,) are the target's softmax probability on x and on x * map. For Opti-CAM,
-    trace (N, iterations) holds the loss per step (NaN after an image stopped early) and
-    iterations (N,) the steps each image used.
+    masked_scores (N,) are the target's softmax probability on x and on x * map; options, the
+    method's options as run (defaults filled in). For Opti-CAM, u (N, K) holds the final channel
+    logits, trace (N, T) the loss per step (NaN after an image stopped early) and iterations (N,)
+    the steps each image used.
     """
 
     method: str
@@ -37,9 +48,10 @@ class Explanation:
     masked_scores: np.ndarray
     class_names: list[str | None]
     seconds: float
+    options: dict[str, Any] = field(default_factory=dict)
     trace: np.ndarray | None = None
     iterations: np.ndarray | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    u: np.ndarray | None = None
 
     def record(self, i: int) -> dict[str, Any]:
         """Image i as a JSON-ready dict."""
@@ -58,41 +70,65 @@ class Explanation:
 
 
 class Explainer:
-    """Saliency maps from an exported bundle.
+    """Saliency maps from an exported bundle, on any registered backend.
 
     Args:
         bundle: a bundle directory or a loaded Bundle.
-        backend: ``auto`` (best ONNX Runtime provider), ``ort-cpu``, ``ort-cuda``, ``ort-trt``, or
-            ``torch`` (the PyTorch reference; needs the model's recipe importable).
-        threads: ONNX Runtime intra-op threads (default: all cores).
+        backend: a registered backend name (``ort-cpu``, ``ov-cpu``, ``ort-cuda``, ``ort-trt``,
+            ``torch``), ``auto``, or a Runner built by the caller (e.g. ``OvRunner(bundle,
+            precision="bf16")``). ``auto`` takes a GPU backend when one is usable, otherwise the
+            CPU backend measured fastest for each method (``runners.CPU_ORDER``); each
+            Explanation names the backend that computed it.
+        threads: intra-op threads of the runners this Explainer creates (default: all cores).
     """
 
-    def __init__(self, bundle: str | Path | Bundle, backend: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, bundle: str | Path | Bundle, backend: str | Runner = "auto", threads: int | None = None) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        self.backend = resolve_backend(backend)
-        self._torch: Any = None
-        if self.backend == "torch":
-            from opticam_rt.reference import TorchClassifier
-
-            self._torch = TorchClassifier.from_manifest(self.bundle.manifest)
-            self.runner = None
+        self.threads = threads
+        self._runners: dict[str, Runner] = {}
+        if isinstance(backend, Runner):
+            self.backend = backend.name
+            self._runners[backend.name] = backend.activate()
         else:
-            self.runner = OrtRunner(self.bundle, self.backend, threads).activate()
+            self.backend = backend
+            self.runner_for(None)  # fail here, not on first use, when the backend cannot run
+
+    def runner_for(self, method: str | None) -> Runner:
+        """The active runner that computes ``method`` (None: plain predictions)."""
+        name = self.backend if self.backend in self._runners else resolve_backend(self.backend, method)
+        if name not in self._runners:
+            self._runners[name] = create_runner(name, self.bundle, self.threads).activate()
+        return self._runners[name]
+
+    def describe_backend(self, method: str | None) -> str:
+        """A line saying which backend computes ``method`` and, under ``auto``, why."""
+        from opticam_rt.runtime.runners import RUNNERS
+
+        name = self.runner_for(method).name
+        if self.backend != "auto":
+            return f"backend {name}"
+        why = "a GPU backend is usable" if RUNNERS[name].gpu else "the installed CPU backend measured fastest for it"
+        return f"backend {name} (auto for {method or 'predictions'}: {why})"
+
+    @property
+    def runner(self) -> Runner:
+        """The runner of plain predictions."""
+        return self.runner_for(None)
 
     @property
     def input_size(self) -> tuple[int, int]:
         return tuple(self.bundle.manifest.input_size)  # type: ignore[return-value]
 
     def close(self) -> None:
-        if self.runner is not None:
-            self.runner.deactivate()
+        for runner in self._runners.values():
+            runner.deactivate()
+        self._runners.clear()
 
     def __enter__(self) -> "Explainer":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
     def check_images(self, images: np.ndarray) -> np.ndarray:
         """Validate (N, 3, H, W) float pixels in [0, 1] at the bundle's input size."""
         images = np.asarray(images)
@@ -117,21 +153,14 @@ class Explainer:
                 raise InputError(f"target class {t} of image {i} is out of range: the model has classes 0..{c - 1}")
         return arr.astype(np.int64)
 
-    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, images: np.ndarray, runner: Runner | None = None) -> tuple[np.ndarray, np.ndarray]:
         """images (N, 3, H, W) -> logits (N, C), features (N, K, h, w)."""
-        images = self.check_images(images)
-        if self.runner is None:
-            import torch
-
-            with torch.no_grad():
-                logits, feats = self._torch.logits_and_features(torch.from_numpy(images))
-            return logits.numpy(), feats.numpy()
-        out = self.runner.infer("forward", {"image": images})
+        out = (runner or self.runner).infer("forward", {"image": self.check_images(images)})
         return out["logits"], out["features"]
 
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+    def predict_proba(self, images: np.ndarray, runner: Runner | None = None) -> np.ndarray:
         """images (N, 3, H, W) -> softmax probabilities (N, C)."""
-        return softmax(self.predict(images)[0], axis=1)
+        return softmax(self.predict(images, runner)[0], axis=1)
 
     def explain(
         self,
@@ -143,52 +172,49 @@ class Explainer:
     ) -> Explanation:
         """Explain a batch. images (N, 3, H, W) float32 in [0, 1]; targets None means top-1.
 
-        Options go to the method (Opti-CAM: iterations, lr, loss, tol, patience, pipeline).
+        ``options`` are the method's declared options (``METHODS[method].Options``; Opti-CAM:
+        iterations, lr, loss, tol, patience, pipeline); an unknown name or a bad value raises
+        InputError naming it, as does an option the backend would not honour.
         """
-        if method not in METHODS:
-            raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        cls = method_class(method)
+        parsed = cls.Options.parse(options, method)
+        runner = self.runner_for(method)
+        implementation = runner.method_implementation(method) or cls()
+        self._check_honoured(method, runner, implementation.honours, parsed)
         start = time.perf_counter()
         images = self.check_images(images)
-        logits, features = self.predict(images)
+        forward = runner.infer("forward", {"image": images})
+        logits, features = forward["logits"], forward["features"]
         targets_arr = self.check_targets(targets, len(images), logits)
-        if self.runner is None:
-            return self._explain_torch(images, method, targets_arr, start, **options)
-        ctx = MethodContext(self.runner, images, targets_arr, logits, features, progress)
-        maps = METHODS[method]().saliency(ctx, **options)
-        scores = softmax(logits, axis=1)[np.arange(len(images)), targets_arr]
-        masked = self.predict_proba(images * maps[:, None])[np.arange(len(images)), targets_arr]
+        ctx = MethodContext(runner, images, targets_arr, logits, features, progress)
+        out = implementation.run(ctx, parsed)
+        check_finite_maps(out.maps, method, parsed.as_dict(), self.bundle.manifest.verification)
+        rows = np.arange(len(images))
+        scores = softmax(logits, axis=1)[rows, targets_arr]
+        masked = self.predict_proba(images * out.maps[:, None], runner)[rows, targets_arr]
         return Explanation(
             method=method,
-            backend=self.backend,
-            maps=np.asarray(maps, dtype=np.float32),
+            backend=runner.name,
+            maps=np.asarray(out.maps, dtype=np.float32),
             targets=targets_arr,
             scores=scores,
             masked_scores=masked,
             class_names=[self.bundle.class_name(int(t)) for t in targets_arr],
             seconds=time.perf_counter() - start,
-            trace=ctx.extras.get("trace"),
-            iterations=ctx.extras.get("iterations"),
-            extras={k: v for k, v in ctx.extras.items() if k == "u"},
+            options=parsed.as_dict(),
+            trace=out.trace,
+            iterations=out.steps,
+            u=out.u,
         )
 
-    def _explain_torch(self, images: np.ndarray, method: str, targets: np.ndarray, start: float, **options: Any) -> Explanation:
-        import torch
-
-        from opticam_rt.reference import reference_explain
-
-        allowed = {"opti-cam": ("iterations", "lr", "loss")}.get(method, ())
-        kept = {k: v for k, v in options.items() if k in allowed}
-        out = reference_explain(self._torch, torch.from_numpy(images), torch.from_numpy(targets), method, **kept)
-        trace = out["trace"].numpy() if "trace" in out else None
-        return Explanation(
-            method=method,
-            backend="torch",
-            maps=out["maps"].numpy().astype(np.float32),
-            targets=targets,
-            scores=out["scores"].numpy(),
-            masked_scores=out["masked_scores"].numpy(),
-            class_names=[self.bundle.class_name(int(t)) for t in targets],
-            seconds=time.perf_counter() - start,
-            trace=trace,
-            iterations=np.full(len(images), trace.shape[1]) if trace is not None else None,
-        )
+    @staticmethod
+    def _check_honoured(method: str, runner: Runner, honours: frozenset[str] | None, options: Any) -> None:
+        if honours is None:
+            return
+        defaults = type(options)()
+        ignored = [n for n in options.names() if n not in honours and getattr(options, n) != getattr(defaults, n)]
+        if ignored:
+            raise InputError(
+                f"backend {runner.name!r} cannot honour {method} option(s) {', '.join(ignored)} "
+                f"(it acts on: {', '.join(sorted(honours)) or 'none'}); drop them or choose another backend"
+            )

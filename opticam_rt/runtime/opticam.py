@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from opticam_rt.errors import InputError
 from opticam_rt.kernels import opticam_adjoint, opticam_forward
-from opticam_rt.runtime.cams import CamMethod, MethodContext
+from opticam_rt.runtime.method import CamMethod, MethodContext, MethodOutput
+from opticam_rt.runtime.options import MethodOptions, option
 
-PIPELINES = ("fused", "split")
-LOSSES = ("mask", "diff")
+#: Upper bound of ``iterations``. The paper uses 100; 10,000 steps are about 4 minutes per image on
+#: two cores, far past convergence, while a typo such as 1e9 would otherwise run for years.
+MAX_ITERATIONS = 10_000
+
+
+@dataclass(frozen=True)
+class OptiCAMOptions(MethodOptions):
+    iterations: int = option(100, "Adam steps per image (the paper: 100).", low=1, high=MAX_ITERATIONS)
+    lr: float = option(0.1, "Adam learning rate (the paper: 0.1).", positive=True, high=100.0)
+    loss: str = option("mask", "Objective: 'mask' maximises the target logit of x * S; 'diff' minimises "
+                       "|f(x) - f(x * S)| for the target.", choices=("mask", "diff"))
+    tol: float | None = option(None, "Early stopping: an image stops once its loss changed by at most tol "
+                               "(relative) for `patience` steps in a row; unset runs every step.", low=0.0)
+    patience: int = option(5, "Consecutive quiet steps before an image stops (with tol).", low=1, high=MAX_ITERATIONS)
+    pipeline: str = option("fused", "'fused' runs the opticam_step graph (mask path inside ONNX); 'split' runs "
+                           "the mask kernel, the grad_image graph and the kernel adjoint.", choices=("fused", "split"))
 
 
 @dataclass
@@ -43,90 +57,100 @@ class Adam:
         u[rows] -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
 
+@dataclass
+class OptiCAMState:
+    """The optimisation of one batch: u (N, K), Adam's moments, the loss per step (one (N,) array
+    per step run, so memory grows with the steps actually taken), steps used and quiet steps per
+    image, the rows still optimising, and the device buffers of the split pipeline on a GPU."""
+
+    u: np.ndarray
+    adam: Adam
+    losses: list[np.ndarray] = field(default_factory=list)
+    used: np.ndarray | None = None
+    quiet: np.ndarray | None = None
+    active: np.ndarray | None = None
+    device: "DeviceBuffers | None" = None
+
+    @classmethod
+    def start(cls, n: int, k: int, lr: float) -> "OptiCAMState":
+        adam = Adam(lr)
+        adam.init((n, k))
+        return cls(np.zeros((n, k), dtype=np.float32), adam, used=np.zeros(n, dtype=np.int64),
+                   quiet=np.zeros(n, dtype=np.int64), active=np.arange(n))
+
+    def trace(self) -> np.ndarray:
+        """(N, T) loss per step, NaN after an image stopped."""
+        n = len(self.u)
+        return np.stack(self.losses, axis=1) if self.losses else np.empty((n, 0), dtype=np.float32)
+
+
+@dataclass
+class DeviceBuffers:
+    """Features, images and one-hot targets resident on the GPU for the split pipeline, and the
+    IOBinding that runs grad_image on them."""
+
+    binding: Any
+    features: Any
+    images: Any
+    cotangent: Any
+
+
 class OptiCAM(CamMethod):
     """Opti-CAM, eq. 5-9 of the paper, with its defaults.
 
     u (N, K) starts equal for every channel; w = softmax(u); S = minmax(up(sum_k w_k A_k)) with
     bilinear align_corners=False upsampling; the image is masked in pixel space (x * S, masked
     pixels black) and Adam (lr 0.1, 100 iterations) maximises the target logit of x * S
-    (loss ``mask``) or minimises |f(x)_c - f(x * S)_c| (loss ``diff``). Each image has its own u.
-
-    Options:
-        iterations, lr, loss: as above.
-        tol: early stopping. An image stops once its loss changed by at most ``tol`` (relative)
-            for ``patience`` consecutive steps; stopped images leave the batch, so they stop
-            costing compute. None (default) runs every iteration, as the paper.
-        pipeline: ``fused`` runs the opticam_step graph (mask path inside ONNX); ``split`` runs
-            the NumPy/CuPy mask kernel, the grad_image graph and the kernel adjoint.
+    (loss ``mask``) or minimises |f(x)_c - f(x * S)_c| (loss ``diff``). Each image has its own u;
+    images that meet the early-stopping rule leave the batch, so they stop costing compute.
     """
 
     name = "opti-cam"
-    needs_gradients = True
+    Options = OptiCAMOptions
+    cheap_options = {"iterations": 1}
 
-    def saliency(
-        self,
-        ctx: MethodContext,
-        iterations: int = 100,
-        lr: float = 0.1,
-        loss: str = "mask",
-        tol: float | None = None,
-        patience: int = 5,
-        pipeline: str = "fused",
-        **options: Any,
-    ) -> np.ndarray:
-        if loss not in LOSSES:
-            raise InputError(f"Opti-CAM loss {loss!r} is not one of {LOSSES}")
-        if pipeline not in PIPELINES:
-            raise InputError(f"Opti-CAM pipeline {pipeline!r} is not one of {PIPELINES}")
-        if iterations < 1:
-            raise InputError(f"iterations must be >= 1, got {iterations}")
-        if pipeline == "split" and getattr(ctx.runner, "name", "") in ("ort-cuda", "ort-trt"):
-            from opticam_rt.runtime.device import DeviceBinding, cupy_or_none
-
-            if cupy_or_none() is not None:
-                ctx.extras["device_binding"] = DeviceBinding(ctx.runner, "grad_image")
+    def run(self, ctx: MethodContext, options: OptiCAMOptions) -> MethodOutput:
         n, k = ctx.features.shape[:2]
-        u = np.zeros((n, k), dtype=np.float32)
-        adam = Adam(lr)
-        adam.init(u.shape)
+        state = OptiCAMState.start(n, k, options.lr)
+        if options.pipeline == "split" and ctx.runner.capabilities.device_buffers:
+            state.device = _device_buffers(ctx)
         original = ctx.logits[np.arange(n), ctx.targets]
-        trace = np.full((n, iterations), np.nan, dtype=np.float32)
-        used = np.zeros(n, dtype=np.int64)
-        quiet = np.zeros(n, dtype=np.int64)
-        active = np.arange(n)
-        for step in range(iterations):
-            score, grad_u = self.objective(ctx, u, active, pipeline)
-            if loss == "mask":
+        for step in range(options.iterations):
+            active = state.active
+            score, grad_u = self.objective(ctx, state.u, active, options.pipeline, state.device)
+            if options.loss == "mask":
                 value, grad = -score, -grad_u
             else:
                 diff = original[active] - score
                 value, grad = np.abs(diff), -np.sign(diff)[:, None] * grad_u
-            adam.step(u, grad.astype(np.float32), active)
-            trace[active, step] = value
-            used[active] += 1
+            state.adam.step(state.u, grad.astype(np.float32), active)
+            losses = np.full(n, np.nan, dtype=np.float32)
+            losses[active] = value
+            state.losses.append(losses)
+            state.used[active] += 1
             if ctx.progress:
                 ctx.progress(len(active))
-            if tol is not None and step > 0:
-                previous = trace[active, step - 1]
+            if options.tol is not None and step > 0:
+                previous = state.losses[-2][active]
                 change = np.abs(value - previous) / np.maximum(np.abs(previous), 1e-12)
-                quiet[active] = np.where(change <= tol, quiet[active] + 1, 0)
-                active = active[quiet[active] < patience]
-                if len(active) == 0:
+                state.quiet[active] = np.where(change <= options.tol, state.quiet[active] + 1, 0)
+                state.active = active[state.quiet[active] < options.patience]
+                if len(state.active) == 0:
                     break
-        ctx.extras.pop("device_binding", None)
-        ctx.extras.pop("device_arrays", None)
-        ctx.extras.update(u=u, trace=trace, iterations=used)
-        maps, _, _ = opticam_forward(ctx.features, u, ctx.images)
-        return maps
+        maps, _, _ = opticam_forward(ctx.features, state.u, ctx.images)
+        return MethodOutput(maps=maps, u=state.u, trace=state.trace(), steps=state.used)
 
     @staticmethod
-    def objective(ctx: MethodContext, u: np.ndarray, rows: np.ndarray, pipeline: str) -> tuple[np.ndarray, np.ndarray]:
-        """Target logit of the masked images and its gradient w.r.t. u, for ``rows``.
+    def objective(
+        ctx: MethodContext, u: np.ndarray, rows: np.ndarray, pipeline: str, device: DeviceBuffers | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Target logit of the masked images and its gradient w.r.t. u (N, K), for ``rows``;
+        with ``device`` buffers, the split pipeline on the GPU.
 
         -> score (R,), grad_u (R, K).
         """
-        if pipeline == "split" and "device_binding" in ctx.extras:
-            return _split_step_on_device(ctx, u, rows)
+        if device is not None:
+            return _split_step_on_device(device, u, rows, len(ctx.images))
         images, features, cot = ctx.images[rows], ctx.features[rows], ctx.onehot(rows)
         if pipeline == "fused":
             out = ctx.runner.infer(
@@ -139,22 +163,30 @@ class OptiCAM(CamMethod):
         return score, opticam_adjoint(out["grad_image"], cache)
 
 
-def _split_step_on_device(ctx: MethodContext, u: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _device_buffers(ctx: MethodContext) -> DeviceBuffers | None:
+    """Upload features, images and targets once, when CuPy sees a GPU; else None (host path)."""
+    from opticam_rt.runtime.device import DeviceBinding, cupy_or_none
+
+    cp = cupy_or_none()
+    if cp is None:
+        return None
+    binding = DeviceBinding(ctx.runner, "grad_image")
+    return DeviceBuffers(binding, cp.asarray(ctx.features), cp.asarray(ctx.images), cp.asarray(ctx.onehot()))
+
+
+def _split_step_on_device(device: DeviceBuffers, u: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The split step with images and features resident on the GPU (CuPy kernels + IOBinding).
 
-    The (N, 3, H, W) images, features and one-hot targets go up once per explain call; each
+    The (N, 3, H, W) images, features and one-hot targets went up once per explain call; each
     step sends u (R, K) up and brings score (R,) and grad_u (R, K) back: a few KB, while the
     masked images and their gradient never leave the device.
     """
-    device = ctx.extras["device_binding"]
-    cp = device.cp
-    if "device_arrays" not in ctx.extras:
-        ctx.extras["device_arrays"] = (cp.asarray(ctx.features), cp.asarray(ctx.images), cp.asarray(ctx.onehot()))
-    features_d, images_d, cot_d = ctx.extras["device_arrays"]
-    if len(rows) != len(ctx.images):
+    cp = device.binding.cp
+    features_d, images_d, cot_d = device.features, device.images, device.cotangent
+    if len(rows) != n:
         index = cp.asarray(rows)
         features_d, images_d, cot_d = features_d[index], images_d[index], cot_d[index]
     _, masked, cache = opticam_forward(features_d, cp.asarray(u[rows]), images_d)
-    out = device.run({"image": masked, "cotangent": cot_d})
+    out = device.binding.run({"image": masked, "cotangent": cot_d})
     score = (out["logits"] * cot_d).sum(axis=1)
     return cp.asnumpy(score), cp.asnumpy(opticam_adjoint(out["grad_image"], cache))

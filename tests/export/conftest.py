@@ -35,6 +35,7 @@ def tiny_bundle(tmp_path_factory) -> Callable[[str], tuple]:
                 std=net.std,
                 class_names=[f"c{i}" for i in range(net.num_classes)],
                 model_name=name,
+                model_spec=f"nets:{net.build.__name__}",  # so the torch runner can rebuild it
                 verify=True,
             )
         return cache[name]

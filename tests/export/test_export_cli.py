@@ -63,8 +63,8 @@ def invoke(*args: str):
 
 
 def test_export_file_factory_json_force(factory_file, tmp_path) -> None:
-    """``path/to/file.py:factory`` with every setting on the command line; --force replaces a
-    non-empty directory; --format json keeps stdout machine-readable (progress goes to stderr)."""
+    """``path/to/file.py:factory`` with every setting on the command line; --force exports into a
+    non-empty directory and leaves files no export wrote alone; --format json keeps stdout machine-readable (progress goes to stderr)."""
     out = tmp_path / "bundle"
     out.mkdir()
     (out / "stale.txt").write_text("old")
@@ -79,7 +79,7 @@ def test_export_file_factory_json_force(factory_file, tmp_path) -> None:
     assert payload["verification"]["passed"] is True
     assert set(payload["verification"]["graphs"]) == {"forward", "grad_features", "grad_image", "head", "opticam_step"}
     assert "exported opticam_step" in result.stderr
-    assert not (out / "stale.txt").exists()
+    assert (out / "stale.txt").read_text() == "old"
     m = load_bundle(out).manifest
     assert (m.model_name, m.model_spec) == ("build", spec)
     assert (m.input_size, m.mean, m.std) == ((16, 16), (0.5,) * 3, (0.25,) * 3)

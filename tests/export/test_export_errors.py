@@ -159,7 +159,7 @@ def test_manifest_missing_fields(bundle_copy) -> None:
     data = json.loads((bundle_copy / MANIFEST).read_text())
     del data["tap_layer"]
     (bundle_copy / MANIFEST).write_text(json.dumps(data))
-    with pytest.raises(BundleError, match="manifest is missing or has malformed fields"):
+    with pytest.raises(BundleError, match="invalid manifest: field .tap_layer. is missing"):
         load_bundle(bundle_copy)
 
 

@@ -135,6 +135,31 @@ def tiny_ort(tiny_bundle):
 
 
 @pytest.fixture(scope="session")
+def tiny_ov(tiny_bundle):
+    pytest.importorskip("openvino", reason="backend ov-cpu needs openvino")
+    from opticam_rt.runtime import Explainer
+
+    with Explainer(tiny_bundle, backend="ov-cpu", threads=THREADS) as explainer:
+        yield explainer
+
+
+#: The runtime fixtures per CPU backend that runs the bundle graphs; parity tests take each.
+GRAPH_BACKEND_FIXTURES = {"ort-cpu": ("tiny_ort", "effnet_ort"), "ov-cpu": ("tiny_ov", "effnet_ov")}
+
+
+@pytest.fixture(scope="session", params=list(GRAPH_BACKEND_FIXTURES))
+def tiny_rt(request):
+    """The tiny net's Explainer on each graph-running CPU backend in turn (ort-cpu, ov-cpu)."""
+    return request.getfixturevalue(GRAPH_BACKEND_FIXTURES[request.param][0])
+
+
+@pytest.fixture(scope="session", params=list(GRAPH_BACKEND_FIXTURES))
+def effnet_rt(request):
+    """EfficientNet-Lite0's Explainer on each graph-running CPU backend in turn (slow tests only)."""
+    return request.getfixturevalue(GRAPH_BACKEND_FIXTURES[request.param][1])
+
+
+@pytest.fixture(scope="session")
 def tiny_torch(tiny_bundle):
     from opticam_rt.runtime import Explainer
 
@@ -160,6 +185,15 @@ def effnet_ort(effnet):
     from opticam_rt.runtime import Explainer
 
     with Explainer(effnet, backend="ort-cpu", threads=THREADS) as explainer:
+        yield explainer
+
+
+@pytest.fixture(scope="session")
+def effnet_ov(effnet):
+    pytest.importorskip("openvino", reason="backend ov-cpu needs openvino")
+    from opticam_rt.runtime import Explainer
+
+    with Explainer(effnet, backend="ov-cpu", threads=THREADS) as explainer:
         yield explainer
 
 

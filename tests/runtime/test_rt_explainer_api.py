@@ -12,8 +12,16 @@ from opticam_rt.runtime.registry import METHODS
 
 
 def test_registry_and_method_names_agree():
-    assert set(METHODS) == set(METHOD_NAMES)
-    assert len(METHOD_NAMES) == 8
+    """METHOD_NAMES is the registry's key list; every key is its class's name, lowercase with
+    hyphens; the auto-backend table names only registered methods and backends."""
+    from opticam_rt.runtime.runners import CPU_ORDER, RUNNERS
+
+    assert METHOD_NAMES == tuple(METHODS)
+    for name, cls in METHODS.items():
+        assert cls.name == name and name == name.lower() and " " not in name and "_" not in name
+    for method, order in CPU_ORDER.items():
+        assert method is None or method in METHODS, method
+        assert order and set(order) <= set(RUNNERS), order
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
@@ -74,7 +82,7 @@ def test_opticam_maps_rebuild_from_u(tiny_ort, tiny_images):
 
     out = tiny_ort.explain(tiny_images, "opti-cam", iterations=3)
     _, features = tiny_ort.predict(tiny_images)
-    maps, _, _ = opticam_forward(features, out.extras["u"], tiny_images)
+    maps, _, _ = opticam_forward(features, out.u, tiny_images)
     np.testing.assert_array_equal(maps, out.maps)
 
 
@@ -84,10 +92,18 @@ def test_predict_shapes(tiny_ort, tiny_images, tiny):
     np.testing.assert_allclose(tiny_ort.predict_proba(tiny_images).sum(axis=1), 1, rtol=1e-5)
 
 
-def test_auto_backend_is_ort_cpu_here(tiny_bundle):
-    assert resolve_backend("auto") == "ort-cpu"
+def test_auto_backend_picks_the_measured_cpu_order_per_method(tiny_bundle, tiny_images):
+    """No GPU here: auto takes, per method, the first available backend of CPU_ORDER, and every
+    Explanation names the backend that computed it."""
+    from opticam_rt.runtime.runners import CPU_ORDER, is_available
+
     with Explainer(tiny_bundle.path) as explainer:  # a directory works as well as a Bundle
-        assert explainer.backend == "ort-cpu" and explainer.input_size == (32, 32)
+        assert explainer.backend == "auto" and explainer.input_size == (32, 32)
+        for method in ("opti-cam", "grad-cam", "score-cam"):
+            expected = next(b for b in CPU_ORDER.get(method, CPU_ORDER[None]) if is_available(b))
+            assert resolve_backend("auto", method) == expected
+            out = explainer.explain(tiny_images[:1], method, **({"iterations": 1} if method == "opti-cam" else {}))
+            assert out.backend == expected
 
 
 # --- errors ----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Opti-CAM end to end on EfficientNet-Lite0 and 3 real photos: ONNX Runtime (fused and split
-pipelines) against the PyTorch reference (autograd + torch.optim.Adam).
+pipelines) and OpenVINO (fused) against the PyTorch reference (autograd + torch.optim.Adam).
 
 Adam amplifies float32 differences (its first step is lr * sign(grad), so near-zero gradient
 components whose sign differs by rounding move by the full learning rate), so the runs are
@@ -24,15 +24,18 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def runs(effnet_ort, effnet_torch, effnet_images):
+def runs(effnet_ort, effnet_ov, effnet_torch, effnet_images):
     return {
         "fused": effnet_ort.explain(effnet_images, "opti-cam", iterations=ITERATIONS, pipeline="fused"),
+        "ov-fused": effnet_ov.explain(effnet_images, "opti-cam", iterations=ITERATIONS, pipeline="fused"),
         "split": effnet_ort.explain(effnet_images, "opti-cam", iterations=ITERATIONS, pipeline="split"),
         "torch": effnet_torch.explain(effnet_images, "opti-cam", iterations=ITERATIONS),
     }
 
 
-@pytest.mark.parametrize("pair", (("fused", "torch"), ("fused", "split")), ids=("fused-vs-torch", "fused-vs-split"))
+@pytest.mark.parametrize(
+    "pair", (("fused", "torch"), ("fused", "split"), ("ov-fused", "torch")), ids=("fused-vs-torch", "fused-vs-split", "ov-vs-torch")
+)
 def test_opticam_end_to_end(pair, runs, effnet_images, tol, check):
     a, b = runs[pair[0]], runs[pair[1]]
     n = len(effnet_images)
@@ -61,3 +64,4 @@ def test_first_step_objective_is_tight(runs, tol, check):
     first = {k: v.trace[:, 0] for k, v in runs.items()}
     assert check.relative_error(first["fused"], first["torch"]) <= tol.STEP_RTOL
     assert check.relative_error(first["split"], first["torch"]) <= tol.STEP_RTOL
+    assert check.relative_error(first["ov-fused"], first["torch"]) <= tol.STEP_RTOL

@@ -1,4 +1,5 @@
-"""The CAM family on ONNX Runtime (``ort-cpu``) against the independent PyTorch reference (``torch``).
+"""The CAM family on every graph-running CPU backend (``ort-cpu``, ``ov-cpu``: the ``tiny_rt`` and
+``effnet_rt`` fixtures) against the independent PyTorch reference (``torch``).
 
 EfficientNet-Lite0 on real photos for every method. Score-CAM and Ablation-CAM cost 1280 full
 forwards per image in the reference (~45 s per photo on 2 cores), so on EfficientNet they run
@@ -10,13 +11,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-ALL_METHODS = ("grad-cam", "grad-cam++", "xgrad-cam", "layer-cam", "score-cam", "ablation-cam", "fake-cam")
-GRADIENT_METHODS = ("grad-cam", "grad-cam++", "xgrad-cam", "layer-cam", "fake-cam")
+from opticam_rt.runtime import METHOD_NAMES
+
+#: Opti-CAM has its own suites (test_rt_opticam_*): its 100 Adam steps amplify rounding.
+ALL_METHODS = tuple(m for m in METHOD_NAMES if m != "opti-cam")
+#: A full network pass per feature channel (1280 on EfficientNet-Lite0): one photo there.
+PERTURBATION_METHODS = ("score-cam", "ablation-cam")
+GRADIENT_METHODS = tuple(m for m in ALL_METHODS if m not in PERTURBATION_METHODS)
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
-def test_tiny_parity_every_method(method, tiny_ort, tiny_torch, tiny_images, tol, check):
-    a = tiny_ort.explain(tiny_images, method=method)
+def test_tiny_parity_every_method(method, tiny_rt, tiny_torch, tiny_images, tol, check):
+    a = tiny_rt.explain(tiny_images, method=method)
     b = tiny_torch.explain(tiny_images, method=method)
     check.assert_valid_maps(a.maps, len(tiny_images), (32, 32))
     np.testing.assert_array_equal(a.targets, b.targets)
@@ -26,15 +32,15 @@ def test_tiny_parity_every_method(method, tiny_ort, tiny_torch, tiny_images, tol
     np.testing.assert_allclose(a.masked_scores, b.masked_scores, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ("score-cam", "ablation-cam"))
-def test_tiny_parity_explicit_non_top1_targets(method, tiny_ort, tiny_torch, tiny_images, tol):
+@pytest.mark.parametrize("method", PERTURBATION_METHODS)
+def test_tiny_parity_explicit_non_top1_targets(method, tiny_rt, tiny_torch, tiny_images, tol):
     """The per-image loops index the target of each image, not the first one."""
     targets = np.array([0, 3, 6, 1])
-    a = tiny_ort.explain(tiny_images, method=method, targets=targets)
+    a = tiny_rt.explain(tiny_images, method=method, targets=targets)
     b = tiny_torch.explain(tiny_images, method=method, targets=targets)
     np.testing.assert_array_equal(a.targets, targets)
     assert np.abs(a.maps - b.maps).max() <= tol.TINY_MAP_ATOL
-    top1 = tiny_ort.explain(tiny_images, method=method)
+    top1 = tiny_rt.explain(tiny_images, method=method)
     # Score-CAM's softmax over probabilities in [0, 1] makes its weights nearly uniform, so maps
     # of different classes differ little (~1e-3 here), still far above the parity tolerance.
     diff = np.abs(top1.maps - a.maps).max()
@@ -43,8 +49,8 @@ def test_tiny_parity_explicit_non_top1_targets(method, tiny_ort, tiny_torch, tin
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", GRADIENT_METHODS)
-def test_effnet_parity_gradient_methods(method, effnet_ort, effnet_torch, effnet_images, tol, check):
-    a = effnet_ort.explain(effnet_images, method=method)
+def test_effnet_parity_gradient_methods(method, effnet_rt, effnet_torch, effnet_images, tol, check):
+    a = effnet_rt.explain(effnet_images, method=method)
     b = effnet_torch.explain(effnet_images, method=method)
     check.assert_valid_maps(a.maps, len(effnet_images), (224, 224))
     np.testing.assert_array_equal(a.targets, b.targets)
@@ -54,10 +60,10 @@ def test_effnet_parity_gradient_methods(method, effnet_ort, effnet_torch, effnet
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ("score-cam", "ablation-cam"))
-def test_effnet_parity_perturbation_methods(method, effnet_ort, effnet_torch, effnet_images, tol, check):
+@pytest.mark.parametrize("method", PERTURBATION_METHODS)
+def test_effnet_parity_perturbation_methods(method, effnet_rt, effnet_torch, effnet_images, tol, check):
     """One photo: 1280 masked (Score-CAM) or ablated (Ablation-CAM) passes on each side."""
-    a = effnet_ort.explain(effnet_images[:1], method=method)
+    a = effnet_rt.explain(effnet_images[:1], method=method)
     b = effnet_torch.explain(effnet_images[:1], method=method)
     check.assert_valid_maps(a.maps, 1, (224, 224))
     np.testing.assert_array_equal(a.targets, b.targets)

@@ -1,0 +1,87 @@
+"""Output files written atomically (temporary name, then rename) and never overwritten silently.
+
+A reader never sees a half-written file: each file is written under a hidden temporary name in
+its own folder, then renamed into place. Without ``overwrite``, the rename is a hard link, which
+fails when the name exists, so two runs writing the same name cannot replace each other's file;
+the loser gets an :class:`OutputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from opticam_rt.errors import OutputError
+
+__all__ = ["check_writable_folder", "check_new_file", "write_file"]
+
+
+def check_writable_folder(folder: str | Path, option: str = "--out") -> Path:
+    """Create ``folder`` if needed and prove a file can be created in it, before any work is done.
+
+    Raises:
+        OutputError: naming the folder and why (not a folder, permission denied, read-only, ...).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".opticam-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OutputError(f"{option} {folder}: cannot write there ({reason}); choose another folder") from None
+    return folder
+
+
+def check_new_file(path: str | Path, overwrite: bool, option: str = "--overwrite") -> None:
+    """Raise OutputError when ``path`` exists and may not be replaced."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder, cannot write a file there")
+    if not overwrite and path.exists():
+        raise OutputError(f"{path}: exists (from an earlier run?); pass {option} to replace it, or write elsewhere")
+
+
+def write_file(path: str | Path, write: Callable[[BinaryIO], None], overwrite: bool = False) -> Path:
+    """Write ``path`` through ``write(binary_file)`` atomically; refuse to replace it unless ``overwrite``.
+
+    Raises:
+        OutputError: the file exists (and ``overwrite`` is False) or cannot be written; the
+            message names the file. No temporary file is left behind.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
+    except FileExistsError:
+        raise OutputError(f"{path}: exists (written by another run?); pass --overwrite to replace it") from None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _link_new(tmp: str, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` only if that name is free (atomic: a hard link never replaces)."""
+    try:
+        os.link(tmp, path)
+    except OSError as exc:
+        if isinstance(exc, FileExistsError) or exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        # A file system without hard links: check, then rename (a narrow race, but never a torn file).
+        if path.exists():
+            raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
+        os.replace(tmp, path)

@@ -1,0 +1,64 @@
+"""`evaluate` reaches every metric in the table: MaxBoxAcc (per-image BoxAcc grids reduced by the
+report) and the Opti-CAM paper's localisation protocol, both selectable from the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tiny_runtime_net
+from click.testing import CliRunner
+from PIL import Image
+
+from opticam_rt.cli import cli
+from opticam_rt.evaluation.metric_names import METRICS
+from opticam_rt.evaluation.records import RecordStore
+from opticam_rt.evaluation.report import METRIC_ORDER
+from opticam_rt.evaluation.runner import ALL_METRICS
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tiny_runtime_net.tiny_bundle_at(tmp_path_factory.getbasetemp()).path)
+
+
+@pytest.fixture
+def boxed_csv(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(5)
+    rows = ["path,label,x0,y0,x1,y1"]
+    for i in range(3):
+        path = tmp_path / f"im{i}.png"
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
+        rows.append(f"{path},{i},{4 + i},{6},{40 + i},{30}")
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    return csv
+
+
+def run(bundle_dir: str, csv: Path, records: Path, protocol: str) -> dict:
+    args = ["evaluate", str(csv), "--bundle", bundle_dir, "--methods", "grad-cam", "--metrics", "sp,f1,le,maxboxacc",
+            "--protocol", protocol, "--records", str(records), "--format", "json", "--backend", "ort-cpu"]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout[result.stdout.index("{"):])
+
+
+def test_one_table_names_every_metric():
+    assert ALL_METRICS == tuple(m.name for m in METRICS)
+    assert METRIC_ORDER[1:] == tuple(m.column for m in METRICS)
+    assert len({m.column for m in METRICS}) == len(METRICS)
+
+
+def test_maxboxacc_and_protocol_reach_the_report(bundle_dir, boxed_csv, tmp_path):
+    standard = run(bundle_dir, boxed_csv, tmp_path / "std.jsonl", "standard")["grad-cam"]
+    paper = run(bundle_dir, boxed_csv, tmp_path / "paper.jsonl", "opticam")["grad-cam"]
+    for report in (standard, paper):
+        assert report["n_images"] == 3
+        assert 0 <= report["MaxBoxAcc"] <= 100 and {"SP", "F1", "LE"} <= set(report)
+    records = RecordStore(tmp_path / "paper.jsonl").records()
+    assert all(r["produced_by"]["metrics"]["protocol"] == "opticam" for r in records)
+    assert all(np.asarray(r["box_acc_grid"]).shape == (100, 3) for r in records)
+    # the paper's F1 is soft (no threshold) and its LE continuous: the numbers must move
+    assert (standard["F1"], standard["LE"]) != (paper["F1"], paper["LE"])
