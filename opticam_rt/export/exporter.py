@@ -153,14 +153,19 @@ def export_bundle(
         raise ExportError(f"opset {opset} is too old: the bundle needs opset >= 17")
     input_size = check_input_size(input_size)
     target = Path(out_dir)
-    staged.check_target(target, force, {MANIFEST, WEIGHTS, *(f"{n}.onnx" for n in GRAPH_SIGNATURES)})
+    written = {MANIFEST, WEIGHTS, *(f"{n}.onnx" for n in GRAPH_SIGNATURES)}
+    if explainers:
+        from opticam_rt.export.explainer_graphs import EXPLAINER_GRAPHS
+
+        written |= {f"{n}.onnx" for n in EXPLAINER_GRAPHS.values()}
+    staged.check_target(target, force, written)
     folder = staged.make_staging(target)
     try:
         with staged.interrupt_guard() as interrupted, warnings.catch_warnings():
             warnings.simplefilter("ignore", UnverifiedBundleWarning)  # the caller gets the report itself
             report = _export_into(
                 folder, model, tap, input_size, mean, std, class_names, model_name, model_spec, opset, verify,
-                log or (lambda message: None), interrupted,
+                log or (lambda message: None), interrupted, explainers,
             )
             interrupted.check()
             staged.swap_in(folder, target, force)
@@ -184,6 +189,7 @@ def _export_into(
     verify: bool,
     say: Callable[[str], None],
     interrupted: staged.InterruptFlag,
+    explainers: bool = True,
 ) -> VerificationReport | None:
     """Write the whole bundle into ``out_dir`` (the staging folder); returns the verification report."""
     import onnx
