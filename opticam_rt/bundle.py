@@ -81,6 +81,9 @@ class Manifest:
     #: ``pkg.module:factory``; None when the model came from Python code with no such spec.
     model_spec: str | None = None
     graphs: dict[str, str] = field(default_factory=dict)
+    #: Method -> self-contained explainer graph: {"file", "inputs", "outputs", "defaults",
+    #: "parameters"} (opticam_rt/export/explainer_graphs.py); empty when exported without them.
+    explainers: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     producer: dict[str, str] = field(default_factory=dict)
     verification: dict[str, Any] | None = None
@@ -127,6 +130,14 @@ class Bundle:
             raise BundleError(f"{self.path}: bundle has no graph {name!r} (has {sorted(self.manifest.graphs)})")
         return self.path / self.manifest.graphs[name]
 
+    def explainer_path(self, method: str) -> Path:
+        if method not in self.manifest.explainers:
+            raise BundleError(
+                f"{self.path}: bundle has no explainer graph for {method!r} (has {sorted(self.manifest.explainers)}); "
+                "re-export it with explainer graphs"
+            )
+        return self.path / self.manifest.explainers[method]["file"]
+
     def class_name(self, index: int) -> str | None:
         names = self.manifest.class_names
         return names[index] if names and 0 <= index < len(names) else None
@@ -134,7 +145,7 @@ class Bundle:
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     """Hash every file the manifest lists and write manifest.json."""
-    names = [*manifest.graphs.values(), WEIGHTS]
+    names = [*manifest.graphs.values(), *(entry["file"] for entry in manifest.explainers.values()), WEIGHTS]
     manifest.files = {
         name: {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size} for name in names
     }

@@ -73,6 +73,20 @@ def plain_file_name(name: Any) -> bool:
     return isinstance(name, str) and bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
 
 
+def _explainers(value: Any) -> str | None:
+    """method -> {"file": plain .onnx name, "inputs", "outputs", "defaults", "parameters": objects}."""
+    if not isinstance(value, dict):
+        return f"must be an object, got {value!r:.80}"
+    for method, entry in value.items():
+        file = entry.get("file") if isinstance(entry, dict) else None
+        if not plain_file_name(file) or not file.endswith(".onnx"):
+            return f"entry {method!r:.40} needs a 'file' that is a plain .onnx file name inside the bundle"
+        for key in ("inputs", "outputs", "defaults", "parameters"):
+            if not isinstance(entry.get(key), dict):
+                return f"entry {method!r:.40} needs an object {key!r}"
+    return None
+
+
 #: field -> (required, check). Order is the order problems are reported in.
 FIELDS: dict[str, tuple[bool, Check]] = {
     "schema_version": (True, _int_in(1, 1 << 30)),
@@ -88,6 +102,7 @@ FIELDS: dict[str, tuple[bool, Check]] = {
                                       else f"must be a list of strings, got {v!r:.80}")),
     "model_spec": (False, _optional(_string)),
     "graphs": (True, _string_map),
+    "explainers": (False, _explainers),
     "files": (True, lambda v: None if isinstance(v, dict) else f"must be an object, got {v!r:.80}"),
     "producer": (False, _string_map),
     "verification": (False, _optional(_object)),
@@ -126,7 +141,8 @@ def check_manifest(data: Any, required_graphs: tuple[str, ...], weights: str) ->
         if not plain_file_name(file) or not file.endswith(".onnx"):
             return f"graph {graph!r} file {file!r} must be a plain .onnx file name inside the bundle"
     files: dict[str, Any] = data["files"]
-    for file in [*graphs.values(), weights]:
+    explainer_files = [entry["file"] for entry in data.get("explainers", {}).values()]
+    for file in [*graphs.values(), *explainer_files, weights]:
         if file not in files:
             return f"file {file!r} has no sha256 in 'files'"
     for file, info in files.items():

@@ -36,6 +36,7 @@ def _size(value: int | None) -> tuple[int, int] | None:
 @click.option("--force", is_flag=True, help="Overwrite a non-empty output directory.")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (>= 17).")
 @click.option("--no-verify", is_flag=True, help="Skip the parity check against PyTorch.")
+@click.option("--no-explainers", is_flag=True, help="Skip the self-contained explainer graphs (explain_*.onnx).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def export(
     model_spec: str,
@@ -47,6 +48,7 @@ def export(
     force: bool,
     opset: int,
     no_verify: bool,
+    no_explainers: bool,
     fmt: str,
 ) -> None:
     """Export a PyTorch classifier to an explainer bundle and verify it against PyTorch."""
@@ -75,6 +77,7 @@ def export(
         force=force,
         verify=not no_verify,
         log=log,
+        explainers=not no_explainers,
     )
     if fmt == "json":
         click.echo(json.dumps({"bundle": str(Path(out_dir)), "verification": report.to_dict() if report else None}))

@@ -120,6 +120,7 @@ def export_bundle(
     force: bool = False,
     verify: bool = True,
     log: Callable[[str], None] | None = None,
+    explainers: bool = True,
 ) -> tuple[Bundle, VerificationReport | None]:
     """Write the explainer bundle of ``model`` to ``out_dir``.
 
@@ -131,6 +132,8 @@ def export_bundle(
         tap: module path, with ``@i`` to pick a call of a shared module.
         input_size: (H, W).
         mean, std: per-channel preprocessing on pixels in [0, 1], applied inside the graphs.
+        explainers: also write one self-contained explainer graph per method
+            (``explain_<method>.onnx``, see ``opticam_rt.export.explainer_graphs``).
 
     Returns:
         (the loaded bundle, the verification report or None when ``verify`` is False).
@@ -150,14 +153,19 @@ def export_bundle(
         raise ExportError(f"opset {opset} is too old: the bundle needs opset >= 17")
     input_size = check_input_size(input_size)
     target = Path(out_dir)
-    staged.check_target(target, force, {MANIFEST, WEIGHTS, *(f"{n}.onnx" for n in GRAPH_SIGNATURES)})
+    written = {MANIFEST, WEIGHTS, *(f"{n}.onnx" for n in GRAPH_SIGNATURES)}
+    if explainers:
+        from opticam_rt.export.explainer_graphs import EXPLAINER_GRAPHS
+
+        written |= {f"{n}.onnx" for n in EXPLAINER_GRAPHS.values()}
+    staged.check_target(target, force, written)
     folder = staged.make_staging(target)
     try:
         with staged.interrupt_guard() as interrupted, warnings.catch_warnings():
             warnings.simplefilter("ignore", UnverifiedBundleWarning)  # the caller gets the report itself
             report = _export_into(
                 folder, model, tap, input_size, mean, std, class_names, model_name, model_spec, opset, verify,
-                log or (lambda message: None), interrupted,
+                log or (lambda message: None), interrupted, explainers,
             )
             interrupted.check()
             staged.swap_in(folder, target, force)
@@ -181,6 +189,7 @@ def _export_into(
     verify: bool,
     say: Callable[[str], None],
     interrupted: staged.InterruptFlag,
+    explainers: bool = True,
 ) -> VerificationReport | None:
     """Write the whole bundle into ``out_dir`` (the staging folder); returns the verification report."""
     import onnx
@@ -211,6 +220,14 @@ def _export_into(
     for name, proto in models.items():
         files[name] = f"{name}.onnx"
         onnx.save(proto, str(out_dir / files[name]))
+    explainer_entries: dict = {}
+    if explainers:
+        from opticam_rt.export.explainer_graphs import build_explainer_graphs
+
+        built, explainer_entries = build_explainer_graphs(models, tuple(input_size), (k, int(shape[2]), int(shape[3])), num_classes)
+        for name, proto in built.items():
+            onnx.save(proto, str(out_dir / f"{name}.onnx"))
+        say(f"explainer graphs: {', '.join(explainer_entries)}")
     manifest = Manifest(
         model_name=model_name,
         input_size=tuple(input_size),
@@ -223,6 +240,7 @@ def _export_into(
         class_names=class_names,
         model_spec=model_spec,
         graphs=files,
+        explainers=explainer_entries,
         producer=_producer_versions(),
         # Until the report replaces it: a bundle found in this state was interrupted mid-check.
         verification=dict(VERIFICATION_RUNNING) if verify else None,

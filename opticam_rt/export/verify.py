@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -110,11 +110,20 @@ def tensorrt_supported_ops() -> dict[str, str]:
     return ops
 
 
+def graph_nodes(graph: "onnx.GraphProto") -> Iterator["onnx.NodeProto"]:  # noqa: F821
+    """Every node of ``graph``, including those of Loop/If/Scan bodies (depth first)."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                yield from graph_nodes(sub)
+
+
 def tensorrt_op_issues(model: "onnx.ModelProto") -> list[str]:  # noqa: F821
     """Static check of a graph against the TensorRT 10 ONNX parser's operator list."""
     supported = tensorrt_supported_ops()
     issues: set[str] = set()
-    for node in model.graph.node:
+    for node in graph_nodes(model.graph):
         if node.domain not in ("", "ai.onnx"):
             issues.add(f"{node.domain}::{node.op_type} is not a default-domain op")
         elif node.op_type not in supported:

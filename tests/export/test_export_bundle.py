@@ -46,7 +46,9 @@ def test_manifest_content(net_name: str, tiny_bundle) -> None:
     }
     # Every file but the manifest is listed with its size and sha256.
     on_disk = {p.name for p in bundle.path.iterdir()} - {MANIFEST}
-    assert set(m.files) == on_disk == {*m.graphs.values(), WEIGHTS}
+    explainer_files = {entry["file"] for entry in m.explainers.values()}
+    assert len(explainer_files) == 8  # one self-contained explainer graph per method
+    assert set(m.files) == on_disk == {*m.graphs.values(), *explainer_files, WEIGHTS}
     for name, info in m.files.items():
         path = bundle.path / name
         assert info == {"sha256": sha256_file(path), "bytes": path.stat().st_size}, name

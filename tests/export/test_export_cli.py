@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -83,6 +84,26 @@ def test_export_file_factory_json_force(factory_file, tmp_path) -> None:
     assert (m.model_name, m.model_spec) == ("build", spec)
     assert (m.input_size, m.mean, m.std) == ((16, 16), (0.5,) * 3, (0.25,) * 3)
     assert (m.tap_layer, m.tap_shape, m.num_classes, m.class_names) == ("act@0", (4, 16, 16), 3, None)
+    assert all((out / entry["file"]).is_file() for entry in m.explainers.values()) and len(m.explainers) == 8
+
+
+def test_export_no_explainers(factory_file, tmp_path) -> None:
+    """--no-explainers writes the five bundle graphs only; the manifest lists no explainer graph."""
+    out = tmp_path / "bundle"
+    result = invoke("export", "--model", f"{factory_file}:build", "--layer", "act", "--input-size", "16",
+                    "--mean", "0.5", "--std", "0.25", "-o", out, "--no-verify", "--no-explainers")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert load_bundle(out).manifest.explainers == {}
+    assert not list(out.glob("explain_*.onnx"))
+    # They can be added later, from the bundle's graphs alone; the manifest hashes them.
+    from opticam_rt.export.explainer_graphs import add_explainer_graphs
+    from opticam_rt.runtime.embedded import GraphExplainer
+
+    bundle = add_explainer_graphs(out)
+    assert len(bundle.manifest.explainers) == 8
+    assert all(entry["file"] in bundle.manifest.files for entry in bundle.manifest.explainers.values())
+    result = GraphExplainer(bundle).run(np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32), "grad-cam")
+    assert result.map.shape == (2, 16, 16) and np.isfinite(result.map).all()
 
 
 def test_export_refuses_non_empty_directory_without_force(factory_file, tmp_path) -> None:
