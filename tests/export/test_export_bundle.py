@@ -37,7 +37,7 @@ def test_manifest_content(net_name: str, tiny_bundle) -> None:
     assert bundle.class_name(1) == "c1" and bundle.class_name(net.num_classes) is None
     assert m.opset == 18
     assert m.graphs == {name: f"{name}.onnx" for name in GRAPHS}
-    assert m.model_spec is None
+    assert m.model_spec == f"nets:{net.build.__name__}"  # given by the fixture, recorded as given
     assert m.producer == {
         "opticam-rt": opticam_rt.__version__,
         "torch": torch.__version__,
