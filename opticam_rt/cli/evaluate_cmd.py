@@ -25,6 +25,8 @@ from opticam_rt.runtime.runners import BACKENDS
 @click.option("--boxes", "boxes_csv", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CSV path,label,x0,y0,x1,y1 of ground-truth boxes (original image pixels).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--engine", type=click.Choice(["host", "graph"]), default="host", show_default=True,
+              help="host: the method's loop over the bundle graphs; graph: its self-contained explainer graph (ONNX Runtime).")
 @method_option_flags()
 @click.option("--steps", type=click.IntRange(min=1), default=224, show_default=True, help="Insertion/deletion steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images explained together.")
@@ -44,6 +46,7 @@ def evaluate(
     protocol: str,
     boxes_csv: str | None,
     backend: str,
+    engine: str,
     steps: int,
     batch_size: int,
     fmt: str,
@@ -84,8 +87,8 @@ def evaluate(
             check_writable_folder(Path(path).parent, option)
             if option != "--records":
                 check_new_file(path, overwrite)
-    ray = ray_config(ray_address, ray_actors, ray_cpus_per_actor, backend)
-    with Explainer(bundle_dir, backend=backend) as explainer:
+    ray = ray_config(ray_address, ray_actors, ray_cpus_per_actor, backend, engine)
+    with Explainer(bundle_dir, backend=backend, engine=engine) as explainer:
         samples = load_samples(data, explainer.bundle.manifest.class_names)
         if boxes_csv:
             by_path = {s.path.resolve(): s.boxes for s in load_csv(boxes_csv, explainer.bundle.manifest.class_names)}

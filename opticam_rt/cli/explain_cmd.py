@@ -22,6 +22,8 @@ from opticam_rt.runtime.runners import BACKENDS
 @click.option("--method", type=click.Choice(METHOD_NAMES), default="opti-cam", show_default=True)
 @click.option("--target", default="top1", show_default=True, help="'top1' or a class index.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--engine", type=click.Choice(["host", "graph"]), default="host", show_default=True,
+              help="host: the method's loop over the bundle graphs; graph: its self-contained explainer graph (ONNX Runtime).")
 @method_option_flags()
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--out", "out_dir", default="opticam-out", show_default=True, type=click.Path(file_okay=False), help="Where maps (.npy) and overlays (.png) go.")
@@ -34,6 +36,7 @@ def explain(
     method: str,
     target: str,
     backend: str,
+    engine: str,
     batch_size: int,
     out_dir: str,
     overwrite: bool,
@@ -68,7 +71,7 @@ def explain(
                 f"masked p={r['masked_score']:.3f} {r['seconds']:.2f} s on {r['backend']} -> {r['overlay']}"
             )
 
-    ray = ray_config(ray_address, ray_actors, ray_cpus_per_actor, backend)
+    ray = ray_config(ray_address, ray_actors, ray_cpus_per_actor, backend, engine)
     if ray is not None:
         from opticam_rt.scale import explain_files_on_ray
 
@@ -77,7 +80,7 @@ def explain(
             overwrite=overwrite, **options
         )
     else:
-        with Explainer(bundle_dir, backend=backend) as explainer:
+        with Explainer(bundle_dir, backend=backend, engine=engine) as explainer:
             results = explain_files(
                 explainer, images, method, parse_target(target), batch_size, out_dir, on_result=report,
                 overwrite=overwrite, **options

@@ -29,11 +29,13 @@ def ray_option_flags(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def ray_config(ray_address: str | None, ray_actors: int | None, ray_cpus_per_actor: float, backend: str) -> Any:
+def ray_config(
+    ray_address: str | None, ray_actors: int | None, ray_cpus_per_actor: float, backend: str, engine: str = "host"
+) -> Any:
     """-> an ``opticam_rt.scale.RayConfig``, or None when ``--ray`` was not given."""
     if ray_address is None:
         return None
     from opticam_rt.scale.config import RayConfig
 
     address = None if ray_address == LOCAL else ray_address
-    return RayConfig(address=address, actors=ray_actors, cpus_per_actor=ray_cpus_per_actor, backend=backend)
+    return RayConfig(address=address, actors=ray_actors, cpus_per_actor=ray_cpus_per_actor, backend=backend, engine=engine)

@@ -15,6 +15,7 @@ import numpy as np
 
 from opticam_rt.bundle import Bundle, load_bundle
 from opticam_rt.errors import InputError
+from opticam_rt.runtime.method import MethodContext, MethodImplementation, MethodOutput
 
 
 @dataclass
@@ -174,3 +175,26 @@ class GraphExplainer:
                     raise InputError(f"{name} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, got {value!r}")
                 feeds[name] = np.array(value, dtype=np.float32)
         return feeds
+
+
+class GraphMethod(MethodImplementation):
+    """One method computed by its explainer graph, behind the method contract (``Explainer(...,
+    engine="graph")``): the Explainer's targets go in, the graph's map, loss and steps come out.
+    It honours the options the graph takes as inputs (Opti-CAM: iterations, lr, tol, patience;
+    Score-CAM and Ablation-CAM: chunk); the Explainer refuses a non-default value of any other.
+    """
+
+    def __init__(self, graphs: GraphExplainer, method: str) -> None:
+        if method not in graphs.bundle.manifest.explainers:
+            graphs.bundle.explainer_path(method)  # raises, naming the methods the bundle has
+        self.graphs = graphs
+        self.method = method
+        self.honours = frozenset(graphs.bundle.manifest.explainers[method]["inputs"]) - {"image", "target"}
+
+    def run(self, ctx: MethodContext, options: Any) -> MethodOutput:
+        given = {name: getattr(options, name) for name in self.honours}
+        if "tol" in given and given["tol"] is None:
+            given["tol"] = 0.0  # the graph's "run every step"
+        out = self.graphs.run(ctx.images, self.method, ctx.targets, **given)
+        trace = None if out.loss is None else np.ascontiguousarray(out.loss.T)
+        return MethodOutput(maps=out.map, trace=trace, steps=out.steps)

@@ -13,13 +13,17 @@ from opticam_rt.bundle import Bundle, load_bundle
 from opticam_rt.errors import InputError
 from opticam_rt.runtime.cams import softmax
 from opticam_rt.runtime.checks import check_finite_maps
-from opticam_rt.runtime.method import CamMethod, MethodContext
+from opticam_rt.runtime.method import CamMethod, MethodContext, MethodImplementation
 from opticam_rt.runtime.registry import METHODS
 from opticam_rt.runtime.runner import Runner
 from opticam_rt.runtime.runners import create_runner, resolve_backend
 
 #: Registered method names, in registry order (also the CLI's choices).
 METHOD_NAMES = tuple(METHODS)
+#: How a method is computed: ``host`` runs the method's class over the bundle graphs (any
+#: backend; early-stopped images leave the batch; the split/GPU pipeline); ``graph`` runs the
+#: method's self-contained explainer graph in one ONNX Runtime call, as an embedding service would.
+ENGINES = ("host", "graph")
 
 
 def method_class(method: str) -> type[CamMethod]:
@@ -49,6 +53,7 @@ class Explanation:
     class_names: list[str | None]
     seconds: float
     options: dict[str, Any] = field(default_factory=dict)
+    engine: str = "host"
     trace: np.ndarray | None = None
     iterations: np.ndarray | None = None
     u: np.ndarray | None = None
@@ -58,6 +63,7 @@ class Explanation:
         out: dict[str, Any] = {
             "method": self.method,
             "backend": self.backend,
+            "engine": self.engine,
             "target": int(self.targets[i]),
             "class_name": self.class_names[i],
             "score": float(self.scores[i]),
@@ -80,11 +86,19 @@ class Explainer:
             CPU backend measured fastest for each method (``runners.CPU_ORDER``); each
             Explanation names the backend that computed it.
         threads: intra-op threads of the runners this Explainer creates (default: all cores).
+        engine: ``host`` (default) or ``graph`` (see ENGINES); ``graph`` needs a bundle exported
+            with explainer graphs and an ONNX Runtime backend (``auto`` then takes ONNX Runtime's).
     """
 
-    def __init__(self, bundle: str | Path | Bundle, backend: str | Runner = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self, bundle: str | Path | Bundle, backend: str | Runner = "auto", threads: int | None = None, engine: str = "host"
+    ) -> None:
+        if engine not in ENGINES:
+            raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.threads = threads
+        self.engine = engine
+        self._graphs: Any = None
         self._runners: dict[str, Runner] = {}
         if isinstance(backend, Runner):
             self.backend = backend.name
@@ -168,8 +182,8 @@ class Explainer:
         """
         cls = method_class(method)
         parsed = cls.Options.parse(options, method)
-        runner = self.runner_for(method)
-        implementation = runner.method_implementation(method) or cls()
+        runner = self.runner_for(method if self.engine == "host" else None)
+        implementation = self._implementation(method, runner) or cls()
         self._check_honoured(method, runner, implementation.honours, parsed)
         start = time.perf_counter()
         images = self.check_images(images)
@@ -192,10 +206,25 @@ class Explainer:
             class_names=[self.bundle.class_name(int(t)) for t in targets_arr],
             seconds=time.perf_counter() - start,
             options=parsed.as_dict(),
+            engine=self.engine,
             trace=out.trace,
             iterations=out.steps,
             u=out.u,
         )
+
+    def _implementation(self, method: str, runner: Runner) -> MethodImplementation | None:
+        """The backend's own implementation (the PyTorch reference), the explainer graph under
+        ``engine="graph"``, or None for the method's runtime class."""
+        if self.engine == "host":
+            return runner.method_implementation(method)
+        from opticam_rt.runtime.embedded import GraphExplainer, GraphMethod
+        from opticam_rt.runtime.ort_runner import OrtRunner
+
+        if not isinstance(runner, OrtRunner):
+            raise InputError(f"engine 'graph' runs under ONNX Runtime; backend {runner.name!r} is not an ort-* backend")
+        if self._graphs is None:
+            self._graphs = GraphExplainer(self.bundle, providers=runner.providers, threads=self.threads)
+        return GraphMethod(self._graphs, method)
 
     @staticmethod
     def _check_honoured(method: str, runner: Runner, honours: frozenset[str] | None, options: Any) -> None:

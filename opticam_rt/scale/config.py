@@ -28,6 +28,7 @@ class RayConfig:
     start_timeout_s: how long to wait for the actors to start (a cluster without enough free
         CPUs would otherwise wait for ever).
     backend: the Explainer backend every actor uses (see ``opticam_rt.runtime.BACKENDS``).
+    engine: the Explainer engine every actor uses (``host`` or ``graph``).
     """
 
     address: str | None = None
@@ -37,6 +38,7 @@ class RayConfig:
     batch_timeout_s: float | None = None
     start_timeout_s: float = 300.0
     backend: str = "auto"
+    engine: str = "host"
 
     def __post_init__(self) -> None:
         if self.address is not None and self.address != "auto" and not _ADDRESS.match(self.address):

@@ -68,14 +68,14 @@ class ExplainerWorker:
     reports it once, as the one-line OpticamError it is.
     """
 
-    def __init__(self, source: BundleSource, backend: str, threads: int) -> None:
+    def __init__(self, source: BundleSource, backend: str, threads: int, engine: str = "host") -> None:
         from opticam_rt.runtime.explainer import Explainer
 
         self.error: OpticamError | None = None
         self.bundle_from = ""
         try:
             path, self.bundle_from = source.materialise()
-            self.explainer = Explainer(path, backend=backend, threads=threads)
+            self.explainer = Explainer(path, backend=backend, threads=threads, engine=engine)
         except OpticamError as exc:
             self.error = exc
 
@@ -183,7 +183,7 @@ class RayBatchExecutor:
         self._source = ship_bundle(self.bundle_dir)
         threads = max(1, math.ceil(cfg.cpus_per_actor))
         self._actor_class = ray.remote(self.worker).options(num_cpus=cfg.cpus_per_actor, max_restarts=0)
-        self._actor_args = (self._source, cfg.backend, threads)
+        self._actor_args = (self._source, cfg.backend, threads, cfg.engine)
         count = cfg.actors or max(1, int(ray.available_resources().get("CPU", 1.0) // cfg.cpus_per_actor))
         self.actors = [self._new_actor() for _ in range(count)]
         pending = [actor.ready.remote() for actor in self.actors]

@@ -119,3 +119,62 @@ def test_graph_itself_rejects_a_wrong_image_shape(graph_explainer, tiny_images) 
     session = graph_explainer.session("opti-cam")
     with pytest.raises(Exception, match="(?i)dimension|shape"):
         session.run(None, {"image": tiny_images[:1, :, :16]})
+
+
+# --- the same graphs through the Explainer (engine="graph") and the CLI ---------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_graph_engine(tiny_bundle):
+    from opticam_rt.runtime import Explainer
+
+    with Explainer(tiny_bundle, backend="ort-cpu", engine="graph") as explainer:
+        yield explainer
+
+
+@pytest.mark.parametrize("method", ["grad-cam", "layer-cam", "score-cam", "fake-cam"])
+def test_graph_engine_gives_the_host_maps(method, tiny_graph_engine, tiny_ort, tiny_images, tol) -> None:
+    a = tiny_graph_engine.explain(tiny_images, method)
+    b = tiny_ort.explain(tiny_images, method)
+    assert a.engine == "graph" and b.engine == "host" and a.backend == "ort-cpu"
+    np.testing.assert_array_equal(a.targets, b.targets)
+    assert np.abs(a.maps - b.maps).max() <= tol.TINY_MAP_ATOL
+    np.testing.assert_allclose(a.masked_scores, b.masked_scores, rtol=1e-4, atol=1e-5)
+
+
+def test_graph_engine_runs_opticam_with_the_declared_options(tiny_graph_engine, tiny_ort, tiny_images, tol) -> None:
+    a = tiny_graph_engine.explain(tiny_images, "opti-cam", iterations=3, lr=0.05)
+    b = tiny_ort.explain(tiny_images, "opti-cam", iterations=3, lr=0.05)
+    assert a.trace.shape == (len(tiny_images), 3) and list(a.iterations) == [3] * len(tiny_images)
+    assert np.abs(a.maps - b.maps).max() <= 1e-3, "3 Adam steps: graph and host loop agree closely"
+    assert a.options["lr"] == 0.05 and a.record(0)["engine"] == "graph"
+
+
+def test_graph_engine_refuses_what_the_graph_cannot_do(tiny_bundle, tiny_graph_engine, tiny_images) -> None:
+    from opticam_rt.errors import InputError
+    from opticam_rt.runtime import Explainer
+
+    with pytest.raises(InputError, match=r"backend 'ort-cpu' cannot honour opti-cam option\(s\) loss"):
+        tiny_graph_engine.explain(tiny_images, "opti-cam", iterations=2, loss="diff")
+    with pytest.raises(InputError, match="engine 'graph' runs under ONNX Runtime"):
+        Explainer(tiny_bundle, backend="ov-cpu", engine="graph").explain(tiny_images, "grad-cam")
+    with pytest.raises(InputError, match="unknown engine 'loop'"):
+        Explainer(tiny_bundle, engine="loop")
+
+
+def test_cli_explain_with_the_graph_engine(tiny_bundle, tiny_images, tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from opticam_rt.cli import cli
+
+    photo = tmp_path / "p.png"
+    Image.fromarray((tiny_images[0].transpose(1, 2, 0) * 255).astype(np.uint8)).save(photo)
+    result = CliRunner().invoke(cli, ["explain", str(photo), "--bundle", str(tiny_bundle.path), "--method", "grad-cam",
+                                      "--engine", "graph", "--out", str(tmp_path / "o"), "--format", "json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (record,) = json.loads(result.stdout)
+    assert record["engine"] == "graph" and np.load(record["map"]).shape == tiny_images.shape[2:]
