@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -99,11 +98,17 @@ def test_defect11_interrupt_leaves_nothing(tmp_path, monkeypatch) -> None:
 
 def test_defect11_ctrl_c_swallowed_by_a_library_still_stops_the_export(tmp_path, monkeypatch) -> None:
     """Ctrl-C was ignored in 2 of 14 tries: a library catching KeyboardInterrupt must not let the
-    export finish and exit 0."""
+    export finish and exit 0.
+
+    The export's installed SIGINT handler is called here as the interpreter would call it on a
+    Ctrl-C; the operating-system delivery is covered by the command-line test below, in its own
+    process. (Sending SIGINT to the whole pytest process segfaulted in signal delivery after the
+    OpenVINO and PyTorch conformance runners had run in it: native library state that a real
+    export process does not have; see the issue notes.)
+    """
     def swallowing(*args, **kwargs):
         try:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.2)  # the handler runs here
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
         except KeyboardInterrupt:
             pass  # what a careless library might do
         return None  # never used: the export must stop before the next step
