@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from opticam_rt.errors import InputError
+from opticam_rt.evaluation.sanity.similarity import finite_or_none, spearman, ssim
 from opticam_rt.export.tap import TapSpec, find_module
 
 __all__ = ["CascadeStep", "RandomisationSettings", "cascade", "parse_cascade", "randomised", "run_randomisation"]
@@ -166,10 +167,6 @@ class RandomisationSettings:
     backend: str = "auto"
 
 
-def _finite(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
-
-
 def run_randomisation(
     sm: "SanityModel",  # noqa: F821
     images: Mapping[str, np.ndarray],
@@ -189,7 +186,6 @@ def run_randomisation(
     from opticam_rt.evaluation.sanity.explain import explain_maps, method_options
     from opticam_rt.evaluation.sanity.models import bundle_hashes, cached_export, derived_dir, model_fingerprint
     from opticam_rt.evaluation.sanity.records import key_id, record_key
-    from opticam_rt.evaluation.sanity.similarity import spearman, ssim
     from opticam_rt.runtime.explainer import Explainer
 
     say = log or (lambda m: None)
@@ -248,8 +244,8 @@ def run_randomisation(
                 new = [
                     {"key": keys[(method, k)], "check": "randomisation", "method": method, "image": names[i],
                      "step": k, "randomised": steps[k - 1].label, "target": int(targets[i]),
-                     "spearman": _finite(spearman(reference[method][i], maps[j])),
-                     "ssim": _finite(ssim(reference[method][i], maps[j]))}
+                     "spearman": finite_or_none(spearman(reference[method][i], maps[j])),
+                     "ssim": finite_or_none(ssim(reference[method][i], maps[j]))}
                     for j, i in enumerate(rows)
                 ]
                 store.append(new)

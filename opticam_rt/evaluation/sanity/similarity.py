@@ -81,3 +81,8 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0, sigma: float = 1
     cov = _gaussian_blur(a * b, sigma, radius) - mu_a * mu_b
     index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return float(index[radius:-radius, radius:-radius].mean())
+
+
+def finite_or_none(value: float) -> float | None:
+    """A score as a JSON-ready float, None where it is undefined (NaN, e.g. Spearman of a constant map)."""
+    return float(value) if np.isfinite(value) else None

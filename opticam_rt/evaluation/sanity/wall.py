@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from opticam_rt.errors import InputError
+from opticam_rt.evaluation.sanity.similarity import finite_or_none
 from opticam_rt.export.tap import TapSpec
 
 __all__ = [
@@ -128,10 +129,6 @@ class WallSettings:
         return {"region": list(self.region)}
 
 
-def _finite(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
-
-
 def run_wall(
     sm: "SanityModel",  # noqa: F821
     images: Mapping[str, np.ndarray],
@@ -184,7 +181,7 @@ def run_wall(
                 mass, peak = hidden_mass(maps, hidden), hidden_peak(maps, hidden)
                 new = [
                     {"key": key, "check": "wall", "method": method, "image": names[i], "target": int(targets[j]),
-                     "hidden_mass": _finite(mass[j]), "hidden_peak": int(peak[j]), "hidden_area": area}
+                     "hidden_mass": finite_or_none(mass[j]), "hidden_peak": int(peak[j]), "hidden_area": area}
                     for j, i in enumerate(pending)
                 ]
                 store.append(new)
