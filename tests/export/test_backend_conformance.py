@@ -1,4 +1,4 @@
-"""The conformance suite: every CPU backend runs every bundle graph through the Runner contract
+"""The conformance suite: every backend runs every bundle graph through the Runner contract
 and matches the independent float64 PyTorch reference (tests/graph_reference.py).
 
 A new backend is done, as far as graphs go, when it is in the registry and passes this file.
@@ -17,8 +17,8 @@ from opticam_rt.bundle import GRAPH_SIGNATURES
 from opticam_rt.errors import InputError
 from opticam_rt.runtime.runners import RUNNERS, create_runner, is_available
 
-#: Every registered backend that runs on a CPU; the GPU ones are covered by the `gpu` tests.
-CPU_BACKENDS = [name for name, entry in RUNNERS.items() if not entry.gpu]
+#: Every registered backend; the GPU ones are marked `gpu` and skip where their provider is missing.
+BACKENDS = [pytest.param(name, marks=pytest.mark.gpu) if entry.gpu else name for name, entry in RUNNERS.items()]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def runners(tiny_bundle):
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("graph", list(GRAPH_SIGNATURES))
 @pytest.mark.parametrize("net_name", list(TINY_NETS))
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_every_backend_runs_every_graph_like_pytorch(backend: str, net_name: str, graph: str, batch: int, runners) -> None:
     net = TINY_NETS[net_name]
     reference = reference_for(net_name)
@@ -55,7 +55,7 @@ def test_every_backend_runs_every_graph_like_pytorch(backend: str, net_name: str
         assert_close(a, e, PARITY_RTOL, what=f"{backend} {net_name} {graph}.{name} batch {batch}")
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_every_backend_checks_feeds_before_running(backend: str, runners) -> None:
     """Wrong names and shapes are refused by the contract, naming the input and both shapes."""
     runner = runners(backend, "conv")
