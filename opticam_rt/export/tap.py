@@ -118,10 +118,14 @@ def tapped(model: nn.Module, spec: TapSpec, replace: torch.Tensor | None = None)
         calls[0] += 1
         if index != wanted:
             return None
+        # Copies on both sides of the tap: an in-place op after it (DenseNet's
+        # ``F.relu(features, inplace=True)``) must neither rewrite the captured features nor
+        # write into the replacement, which is a leaf that autograd differentiates against.
+        # ONNX export turns the copies into Identity nodes, which ONNX Runtime removes.
         if replace is not None:
             captured.append(replace)
-            return replace
-        captured.append(output)
+            return replace.clone()
+        captured.append(output.clone())
         return None
 
     handle = module.register_forward_hook(hook)

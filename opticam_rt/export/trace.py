@@ -39,15 +39,81 @@ def trace(fn: Callable[..., tuple[torch.Tensor, ...]], example_inputs: Sequence[
         out = fn(*args)
         return out if isinstance(out, tuple) else (out,)
 
-    gm = make_fx(
-        call,
-        decomposition_table=decomposition_table(),
-        tracing_mode="symbolic",
-        _allow_non_fake_inputs=True,
-    )(*example_inputs)
+    from torch.fx.experimental.symbolic_shapes import config as shape_config
+
+    # Duck shaping gives equal sizes one symbol: a batch of 2 beside a 2x2 feature map (or two
+    # heads) would tie the batch to that size and silently make it static.
+    with shape_config.patch(use_duck_shape=False):
+        gm = make_fx(
+            call,
+            decomposition_table=decomposition_table(),
+            tracing_mode="symbolic",
+            _allow_non_fake_inputs=True,
+        )(*example_inputs)
+    _drop_restrides(gm)
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm
+
+
+def _drop_restrides(gm: torch.fx.GraphModule) -> None:
+    """Remove ``as_strided_`` calls that only restate a tensor's layout.
+
+    Decompositions restore a channels-last layout (ConvNeXt's permutes make one) with an
+    in-place ``as_strided_`` to the same sizes; the exporter's functionalisation turns that into
+    ``as_strided_scatter``, which has no ONNX translation. ONNX tensors have no strides, and
+    when the sizes are unchanged and every dimension longer than 1 keeps its stride, the call
+    reads the same elements in the same order: dropping it changes no value.
+    """
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.aten.as_strided_.default:
+            continue
+        source, sizes, strides = node.args[0], node.args[1], node.args[2]
+        val = source.meta.get("val") if isinstance(source, torch.fx.Node) else None
+        if val is None or len(sizes) != val.dim() or len(node.args) > 3 and node.args[3]:
+            continue
+        same = all(
+            _same_int(size, have) and (_same_int(size, 1) or _same_int(stride, val.stride(i)))
+            for i, (size, stride, have) in enumerate(zip(sizes, strides, val.shape))
+        )
+        if same:
+            node.replace_all_uses_with(source)
+            gm.graph.erase_node(node)
+    # Autograd's backward of such an ``as_strided_`` builds the gradient in a flat buffer
+    # through ``as_strided`` views; a view of a contiguous tensor with contiguous strides (and
+    # no offset) is a plain reshape, which functionalises to ops ONNX has.
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.aten.as_strided.default:
+            continue
+        source, sizes, strides = node.args[0], node.args[1], node.args[2]
+        offset = node.args[3] if len(node.args) > 3 else 0
+        val = source.meta.get("val") if isinstance(source, torch.fx.Node) else None
+        if val is None or not _same_int(offset, 0) or not val.is_contiguous():
+            continue
+        expected: list[object] = []
+        step: object = 1
+        for size in reversed(sizes):
+            expected.append(step)
+            step = step * (size.meta["val"] if isinstance(size, torch.fx.Node) else size)
+        expected.reverse()
+        if _same_int(step, val.numel()) and all(
+            _same_int(size, 1) or _same_int(stride, want) for size, stride, want in zip(sizes, strides, expected)
+        ):
+            with gm.graph.inserting_before(node):
+                view = gm.graph.call_function(torch.ops.aten.view.default, (source, list(sizes)))
+            view.meta = dict(node.meta)
+            node.replace_all_uses_with(view)
+            gm.graph.erase_node(node)
+
+
+def _same_int(a: object, b: object) -> bool:
+    """Equal as integers, for plain ints and symbolic sizes (SymInt or fx nodes holding one)."""
+    a = a.meta.get("val") if isinstance(a, torch.fx.Node) else a
+    b = b.meta.get("val") if isinstance(b, torch.fx.Node) else b
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - an undecidable symbolic comparison counts as different
+        return False
 
 
 def to_onnx(
