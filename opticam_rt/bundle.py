@@ -44,6 +44,9 @@ class Manifest:
     tap_shape: tuple[int, int, int]
     num_classes: int
     opset: int
+    #: For a transformer tap: {"prefix", "height", "width"}, the class/register tokens dropped
+    #: and the patch grid the tokens were laid out on; None for a 4-D feature map.
+    tap_tokens: dict[str, int] | None = None
     class_names: list[str] | None = None
     #: How to rebuild the PyTorch model for the ``torch`` reference backend: a built-in name or
     #: ``pkg.module:factory``; None when the model came from Python code with no such spec.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -37,8 +38,11 @@ def build_graphs(
     input_size: tuple[int, int],
     mean: Sequence[float],
     std: Sequence[float],
+    token_reshape: bool = False,
 ) -> tuple[ExplainerGraphs, TapSpec, tuple[int, ...]]:
     """Resolve the tap and wrap the model into the functions the bundle graphs compute.
+
+    ``token_reshape``: the tap outputs transformer tokens (N, T, D), laid out on the patch grid.
 
     Returns:
         (graphs, resolved tap, tap output shape (1, K, h, w)).
@@ -52,7 +56,7 @@ def build_graphs(
     spec = tap if isinstance(tap, TapSpec) else TapSpec.parse(tap)
     example = preprocessing.apply(torch.rand(1, 3, *input_size))
     try:
-        spec, shape = resolve_tap(model, spec, example)
+        spec, shape = resolve_tap(model, spec, example, token_reshape)
     except ExportError:
         raise
     except Exception as exc:  # noqa: BLE001 - the model itself failed on the input size
@@ -120,6 +124,7 @@ def export_bundle(
     force: bool = False,
     verify: bool = True,
     log: Callable[[str], None] | None = None,
+    token_reshape: bool = False,
 ) -> tuple[Bundle, VerificationReport | None]:
     """Write the explainer bundle of ``model`` to ``out_dir``.
 
@@ -131,6 +136,9 @@ def export_bundle(
         tap: module path, with ``@i`` to pick a call of a shared module.
         input_size: (H, W).
         mean, std: per-channel preprocessing on pixels in [0, 1], applied inside the graphs.
+        token_reshape: the tap is a transformer layer whose tokens (N, T, D) are reshaped to
+            the patch grid (class/register tokens dropped). Such a bundle has no ``head``
+            graph: the network after the tap also needs the dropped tokens.
 
     Returns:
         (the loaded bundle, the verification report or None when ``verify`` is False).
@@ -146,7 +154,7 @@ def export_bundle(
         raise ExportError(f"opset {opset} is too old: the bundle needs opset >= 17")
     out_dir = Path(out_dir)
     _prepare_directory(out_dir, force)
-    graphs, spec, shape = build_graphs(model, tap, input_size, mean, std)
+    graphs, spec, shape = build_graphs(model, tap, input_size, mean, std, token_reshape)
     with torch.no_grad():
         num_classes = int(graphs.logits(torch.rand(1, 3, *input_size)).shape[1])
     if class_names is not None and len(class_names) != num_classes:
@@ -155,6 +163,8 @@ def export_bundle(
     say(f"tap {spec}: features (N, {k}, {shape[2]}, {shape[3]}); {num_classes} classes")
     models: dict[str, onnx.ModelProto] = {}
     for name, (inputs, outputs) in GRAPH_SIGNATURES.items():
+        if name == "head" and spec.tokens is not None:
+            continue
         start = time.perf_counter()
         try:
             models[name] = to_onnx(
@@ -177,6 +187,7 @@ def export_bundle(
         mean=graphs.preprocessing.mean,
         std=graphs.preprocessing.std,
         tap_layer=str(spec),
+        tap_tokens=None if spec.tokens is None else dataclasses.asdict(spec.tokens),
         tap_shape=(k, int(shape[2]), int(shape[3])),
         num_classes=num_classes,
         opset=opset,

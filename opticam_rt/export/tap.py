@@ -14,15 +14,60 @@ from opticam_rt.errors import TapError
 
 
 @dataclass(frozen=True)
+class TokenGrid:
+    """How a transformer's token output (N, T, D) becomes a feature map (N, D, h, w).
+
+    The first ``prefix`` tokens (class and register tokens) are dropped and the remaining
+    ``h * w`` patch tokens, in row-major patch order, are laid out on the patch grid, as
+    pytorch-grad-cam's ``reshape_transform`` does for ViT/DeiT.
+    """
+
+    prefix: int
+    height: int
+    width: int
+
+    def to_map(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T, D) -> (N, D, h, w), a fresh tensor."""
+        patches = tokens[:, self.prefix :, :]
+        return patches.reshape(tokens.shape[0], self.height, self.width, tokens.shape[2]).permute(0, 3, 1, 2).contiguous()
+
+    def to_tokens(self, features: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        """features (N, D, h, w) back into the token sequence: ``original``'s (N, T, D) prefix
+        tokens followed by the patch tokens."""
+        patches = features.permute(0, 2, 3, 1).reshape(features.shape[0], self.height * self.width, features.shape[1])
+        return torch.cat([original[:, : self.prefix, :], patches], dim=1)
+
+    @classmethod
+    def infer(cls, tokens: int, input_size: tuple[int, int], layer: str) -> "TokenGrid":
+        """The grid with the fewest prefix tokens (0..8) whose shape has the input's aspect ratio.
+
+        Raises:
+            TapError: when no prefix count leaves a grid of the input's aspect ratio.
+        """
+        height, width = input_size
+        for prefix in range(0, min(tokens, 9)):
+            patches = tokens - prefix
+            for h in range(1, patches + 1):
+                if patches % h == 0 and h * width == (patches // h) * height:
+                    return cls(prefix, h, patches // h)
+        raise TapError(
+            f"layer {layer!r} outputs {tokens} tokens: no count of 0-8 class/register tokens leaves a patch grid "
+            f"with the input's aspect ratio {height}x{width}; tap a layer with a token output (N, T, D)"
+        )
+
+
+@dataclass(frozen=True)
 class TapSpec:
     """A module path plus which of its calls in one forward pass is the tap.
 
     ``name@1`` means the second call of module ``name`` (a shared activation module, such as
     EfficientNet-Lite0's ``_swish``, runs once for the stem and once for the head).
+    ``tokens`` is set for a transformer tap whose (N, T, D) output is reshaped to the patch grid.
     """
 
     module_path: str
     call_index: int | None = None
+    tokens: TokenGrid | None = None
 
     @classmethod
     def parse(cls, text: str) -> "TapSpec":
@@ -69,11 +114,17 @@ def probe_calls(model: nn.Module, module: nn.Module, example: torch.Tensor) -> l
     return counter.shapes
 
 
-def resolve_tap(model: nn.Module, spec: TapSpec, example: torch.Tensor) -> tuple[TapSpec, tuple[int, ...]]:
-    """Check the tap exists, runs the chosen call, and is 4-D; return it with a call index set.
+def resolve_tap(
+    model: nn.Module, spec: TapSpec, example: torch.Tensor, token_reshape: bool = False
+) -> tuple[TapSpec, tuple[int, ...]]:
+    """Check the tap exists, runs the chosen call, and is 4-D (or, with ``token_reshape``, a
+    3-D token sequence); return it with a call index (and token grid) set.
+
+    Args:
+        example: a batch (1, 3, H, W) in the model's input space.
 
     Returns:
-        (spec with ``call_index`` filled in, tap output shape (N, K, h, w) for ``example``).
+        (resolved spec, tap feature shape (N, K, h, w) for ``example``: after the token reshape).
     """
     module = find_module(model, spec.module_path)
     shapes = probe_calls(model, module, example)
@@ -86,13 +137,25 @@ def resolve_tap(model: nn.Module, spec: TapSpec, example: torch.Tensor) -> tuple
                 f"layer {spec.module_path!r} runs {len(shapes)} times per forward pass (the module is shared); "
                 f"pick one call: {options}"
             )
-        spec = TapSpec(spec.module_path, 0)
+        spec = TapSpec(spec.module_path, 0, spec.tokens)
     elif spec.call_index >= len(shapes):
         raise TapError(
             f"layer {spec.module_path!r} runs {len(shapes)} time(s) per forward pass; "
             f"call index {spec.call_index} does not exist (use @0..@{len(shapes) - 1})"
         )
     shape = shapes[spec.call_index]
+    if token_reshape:
+        if len(shape) != 3:
+            raise TapError(
+                f"layer {str(spec)!r} outputs shape {shape}; the token reshape needs a token sequence (N, T, D)"
+            )
+        grid = TokenGrid.infer(shape[1], tuple(example.shape[2:]), str(spec))  # type: ignore[arg-type]
+        return TapSpec(spec.module_path, spec.call_index, grid), (shape[0], shape[2], grid.height, grid.width)
+    if len(shape) == 3:
+        raise TapError(
+            f"layer {str(spec)!r} outputs tokens {shape}; a transformer tap needs the token reshape "
+            "(--token-reshape, token_reshape=True) to lay its patch tokens out as a (N, D, h, w) map"
+        )
     if len(shape) != 4:
         raise TapError(
             f"layer {str(spec)!r} outputs shape {shape}; a tap must output a 4-D feature map (N, K, h, w)"
@@ -122,10 +185,11 @@ def tapped(model: nn.Module, spec: TapSpec, replace: torch.Tensor | None = None)
         # ``F.relu(features, inplace=True)``) must neither rewrite the captured features nor
         # write into the replacement, which is a leaf that autograd differentiates against.
         # ONNX export turns the copies into Identity nodes, which ONNX Runtime removes.
+        grid = spec.tokens
         if replace is not None:
             captured.append(replace)
-            return replace.clone()
-        captured.append(output.clone())
+            return grid.to_tokens(replace, output) if grid else replace.clone()
+        captured.append(grid.to_map(output) if grid else output.clone())
         return None
 
     handle = module.register_forward_hook(hook)
