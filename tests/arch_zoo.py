@@ -496,9 +496,19 @@ class Family:
 
 def calibrated(build: Callable[[], nn.Module], size: tuple[int, int], seed: int = 0, passes: int = 3) -> nn.Module:
     """``build()`` under a fixed seed, with BatchNorm statistics averaged over a few train-mode
-    passes on random pixels; returned in eval mode."""
+    passes on random pixels; returned in eval mode.
+
+    LayerNorm scales and shifts are drawn around PyTorch's (1, 0): with exactly those, a
+    LayerNorm output averages to 0 over channels, so a map with equal channel weights (where
+    Opti-CAM starts) would be constant up to rounding, which no trained transformer gives.
+    """
     torch.manual_seed(seed)
     model = build()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+                m.weight.add_(torch.randn_like(m.weight) * 0.3)
+                m.bias.add_(torch.randn_like(m.bias) * 0.3)
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for m in norms:
         m.reset_running_stats()
