@@ -578,3 +578,8 @@ FAMILIES: dict[str, Family] = {
         token_tap=True,
     ),
 }
+
+
+def tiny_vit() -> nn.Module:
+    """The tiny ViT (32 x 32, patch 8: a 4 x 4 grid plus the class token) as a ``pkg.module:factory``."""
+    return calibrated(FAMILIES["vit"].tiny, FAMILIES["vit"].tiny_size)

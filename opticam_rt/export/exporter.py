@@ -16,7 +16,7 @@ from torch import nn
 from opticam_rt.bundle import GRAPH_SIGNATURES, WEIGHTS, Bundle, Manifest, load_bundle, write_manifest
 from opticam_rt.errors import ExportError
 from opticam_rt.export.graphs import ExplainerGraphs, Preprocessing
-from opticam_rt.export.tap import TapSpec, resolve_tap
+from opticam_rt.export.tap import TapSpec, auto_tap, resolve_tap
 from opticam_rt.export.trace import module_calling_op, to_onnx
 from opticam_rt.export.verify import VerificationReport, verify_bundle
 from opticam_rt.images import sample_photos, to_model_input
@@ -42,7 +42,10 @@ def build_graphs(
 ) -> tuple[ExplainerGraphs, TapSpec, tuple[int, ...]]:
     """Resolve the tap and wrap the model into the functions the bundle graphs compute.
 
-    ``token_reshape``: the tap outputs transformer tokens (N, T, D), laid out on the patch grid.
+    ``tap``: a module path (``name@i`` for a call of a shared module) or ``"auto"``
+    (``tap.auto_tap``: the last feature map, or a transformer's last block, which sets
+    ``token_reshape``). ``token_reshape``: the tap outputs transformer tokens (N, T, D), laid
+    out on the patch grid.
 
     Returns:
         (graphs, resolved tap, tap output shape (1, K, h, w)).
@@ -53,9 +56,12 @@ def build_graphs(
         raise ExportError(f"std must be non-zero, got {tuple(std)}")
     model = prepare_model(model)
     preprocessing = Preprocessing(tuple(float(m) for m in mean), tuple(float(s) for s in std))
-    spec = tap if isinstance(tap, TapSpec) else TapSpec.parse(tap)
     example = preprocessing.apply(torch.rand(1, 3, *input_size))
     try:
+        if tap == "auto":
+            spec, token_reshape = auto_tap(model, example)
+        else:
+            spec = tap if isinstance(tap, TapSpec) else TapSpec.parse(tap)
         spec, shape = resolve_tap(model, spec, example, token_reshape)
     except ExportError:
         raise
@@ -133,7 +139,7 @@ def export_bundle(
     ``weights.bin``; ``manifest.json`` with hashes and producer versions.
 
     Args:
-        tap: module path, with ``@i`` to pick a call of a shared module.
+        tap: module path, with ``@i`` to pick a call of a shared module, or ``"auto"``.
         input_size: (H, W).
         mean, std: per-channel preprocessing on pixels in [0, 1], applied inside the graphs.
         token_reshape: the tap is a transformer layer whose tokens (N, T, D) are reshaped to

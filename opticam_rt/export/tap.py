@@ -199,39 +199,100 @@ def tapped(model: nn.Module, spec: TapSpec, replace: torch.Tensor | None = None)
         handle.remove()
 
 
-def candidate_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
-    """Every (module path[@call], output shape) with a 4-D output, in execution order.
+@dataclass(frozen=True)
+class LayerOutput:
+    """One module call of a forward pass: where (``path``, or ``path@i`` for a shared module),
+    the module, and its output shape."""
+
+    path: str
+    module: nn.Module
+    shape: tuple[int, ...]
+
+
+def layer_outputs(model: nn.Module, example: torch.Tensor) -> list[LayerOutput]:
+    """Every module call with a 3-D or 4-D tensor output, in the order the calls finish (a
+    container after its children).
 
     Args:
         example: an input batch (1, 3, H, W) already in the model's own input space.
     """
-    order: list[tuple[str, tuple[int, ...]]] = []
+    calls: list[tuple[str, int, nn.Module, tuple[int, ...]]] = []
     counts: dict[str, int] = {}
-    names = {m: n for n, m in model.named_modules() if n}
-    multi: dict[str, int] = {}
     handles = []
 
     def make_hook(name: str) -> Callable:
         def hook(mod: nn.Module, args: tuple, output: object) -> None:
-            if isinstance(output, torch.Tensor) and output.dim() == 4:
-                index = counts.get(name, 0)
-                counts[name] = index + 1
-                order.append((f"{name}@{index}", tuple(output.shape)))
+            index = counts.get(name, 0)
+            counts[name] = index + 1
+            if isinstance(output, torch.Tensor) and output.dim() in (3, 4):
+                calls.append((name, index, mod, tuple(output.shape)))
 
         return hook
 
-    for module, name in names.items():
-        handles.append(module.register_forward_hook(make_hook(name)))
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_hook(make_hook(name)))
     try:
         with torch.no_grad():
             model(example)
     finally:
         for h in handles:
             h.remove()
-    for name, n in counts.items():
-        multi[name] = n
     # A module that runs once is listed by its plain path; shared ones keep the @call suffix.
-    return [
-        (entry if multi[entry.rpartition("@")[0]] > 1 else entry.rpartition("@")[0], shape)
-        for entry, shape in order
-    ]
+    return [LayerOutput(name if counts[name] == 1 else f"{name}@{i}", mod, shape) for name, i, mod, shape in calls]
+
+
+def candidate_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """Every (module path[@call], output shape) with a 4-D output, in execution order.
+
+    Args:
+        example: an input batch (1, 3, H, W) already in the model's own input space.
+    """
+    return [(out.path, out.shape) for out in layer_outputs(model, example) if len(out.shape) == 4]
+
+
+def token_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...], TokenGrid]]:
+    """Every (path, output shape (1, T, D), grid) whose token output can be laid out on a patch
+    grid of the input's aspect ratio, in execution order."""
+    size = (int(example.shape[2]), int(example.shape[3]))
+    rows = []
+    for out in layer_outputs(model, example):
+        if len(out.shape) == 3:
+            try:
+                rows.append((out.path, out.shape, TokenGrid.infer(out.shape[1], size, out.path)))
+            except TapError:
+                continue
+    return rows
+
+
+#: Layers that only pool, drop or pass through: never the map a CAM reads.
+_NOT_A_TAP = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout, nn.Dropout2d,
+              nn.Identity, nn.Flatten)
+
+
+def auto_tap(model: nn.Module, example: torch.Tensor) -> tuple[TapSpec, bool]:
+    """The tap ``--layer auto`` picks, and whether it is a token tap.
+
+    A CNN: the last 4-D activation with more than one spatial position that is not a pooling
+    or dropout layer (the map global pooling reads; the outermost module that returns it).
+    A transformer (LayerNorm token layers run after the last such map): the first LayerNorm of
+    the last block, where the Opti-CAM paper taps ViT/DeiT; a block is a module with two or
+    more LayerNorm children.
+
+    Raises:
+        TapError: when the model has neither.
+    """
+    outputs = layer_outputs(model, example)
+    maps = [i for i, o in enumerate(outputs)
+            if len(o.shape) == 4 and o.shape[2] * o.shape[3] > 1 and not isinstance(o.module, _NOT_A_TAP)]
+    after = maps[-1] + 1 if maps else 0
+    norms = [o for o in outputs[after:] if len(o.shape) == 3 and isinstance(o.module, nn.LayerNorm)]
+    parents: dict[str, list[LayerOutput]] = {}
+    for o in norms:
+        parents.setdefault(o.path.partition("@")[0].rpartition(".")[0], []).append(o)
+    blocks = [group for group in parents.values() if len(group) >= 2]
+    if blocks:
+        return TapSpec.parse(blocks[-1][0].path), True
+    if maps:
+        return TapSpec.parse(outputs[maps[-1]].path), False
+    raise TapError("--layer auto found no 4-D feature map larger than 1x1 and no transformer block; give --layer")
