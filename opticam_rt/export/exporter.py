@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import shutil
 import time
 from pathlib import Path
@@ -167,7 +168,11 @@ def export_bundle(
         raise ExportError(f"{len(class_names)} class names given for a model with {num_classes} classes")
     k = int(shape[1])
     say(f"tap {spec}: features (N, {k}, {shape[2]}, {shape[3]}); {num_classes} classes")
+    from opticam_rt.export.weights import SharedWeights
+
     models: dict[str, onnx.ModelProto] = {}
+    # Each graph's weights go to weights.bin as soon as it is exported, so they are in memory once.
+    shared = SharedWeights(out_dir / WEIGHTS)
     for name, (inputs, outputs) in GRAPH_SIGNATURES.items():
         if name == "head" and spec.tokens is not None:
             continue
@@ -177,11 +182,15 @@ def export_bundle(
                 getattr(graphs, name), _example_inputs(name, graphs, num_classes, k), inputs, outputs, opset, name
             )
         except ExportError as exc:
+            shared.close()
             raise _with_module(exc, graphs) from exc
+        shared.add(models[name])
+        # A protobuf message keeps replaced fields' bytes in its arena until it is freed: a
+        # re-parsed copy holds only the references, and the old message (and its weights) go.
+        models[name] = onnx.load_from_string(models[name].SerializeToString())
+        gc.collect()  # traced GraphModules hold reference cycles
         say(f"exported {name} ({time.perf_counter() - start:.1f} s)")
-    from opticam_rt.export.weights import share_weights
-
-    stats = share_weights(models, out_dir / WEIGHTS)
+    stats = shared.close()
     say(f"weights: {stats['tensors']} tensors, {stats['bytes'] / 1e6:.1f} MB, shared by {len(models)} graphs")
     files = {}
     for name, proto in models.items():

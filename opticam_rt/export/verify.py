@@ -253,6 +253,7 @@ def verify_bundle(
             check.floors[case] = max(relative_error(a, b) for a, b in zip(torch32, exact))
             check.norm_errors[case] = max(norm_error(a, b) for a, b in zip(got, exact))
             check.norm_floors[case] = max(norm_error(a, b) for a, b in zip(torch32, exact))
+        del session  # one graph's session (and its copy of the weights) alive at a time
         if log:
             log(
                 f"verified {name}: normwise error {check.norm_error:.2e} (limit {check.limit:.1e}), "
