@@ -7,11 +7,11 @@ import json
 import numpy as np
 import onnx
 import pytest
+from export_helpers import PARITY_RTOL
 from nets import TINY_NETS
 
 import opticam_rt
 from opticam_rt.bundle import GRAPH_SIGNATURES, MANIFEST, SCHEMA_VERSION, WEIGHTS, sha256_file
-from opticam_rt.export.verify import PARITY_RTOL
 from opticam_rt.export.weights import INLINE_LIMIT_BYTES
 
 GRAPHS = list(GRAPH_SIGNATURES)
