@@ -13,19 +13,20 @@ from opticam_rt.bundle import GRAPH_SIGNATURES, Bundle
 from opticam_rt.export.graphs import ExplainerGraphs
 
 #: A graph passes when, in every case and output, its normwise error against PyTorch float64,
-#: ||onnxruntime - reference||_2 / ||reference||_2, is at most this (or FLOOR_FACTOR times
-#: PyTorch float32's own normwise error, up to NORM_CAP). See docs/decisions.md: a max-relative
-#: error failed correct graphs whenever one float32 gate flipped at a discontinuity (a ReLU,
-#: ReLU6 or hardswish-backward mask: one element in 12,736 moved MobileNetV3's image gradient
-#: by 1.2e-2 max-relative), while a normwise error sees that one element as the small part of
-#: the gradient it is. Wrong rules (a sign, a transposed kernel, a dropped term) move the
-#: normwise error by 0.1 to 2 (tests/export/test_export_verify.py).
+#: ||onnxruntime - reference||_2 / ||reference||_2, is at most this, or FLOOR_FACTOR times PyTorch
+#: float32's own largest normwise error over the cases, up to NORM_CAP. See docs/decisions.md: a
+#: max-relative error failed correct graphs whenever one float32 gate flipped at a
+#: discontinuity (a ReLU, ReLU6 or hardswish-backward mask: one element in 12,736 moved
+#: MobileNetV3's image gradient by 1.2e-2 max-relative), while a normwise error sees that one
+#: element as the small part of the gradient it is. Wrong rules (a sign, a transposed kernel, a
+#: dropped term) read 0.1 to 2 (tests/export/test_export_verify.py).
 NORM_RTOL = 1e-3
-#: PyTorch float32's own normwise error, times this, raises the limit for models whose float32
-#: arithmetic is itself far from float64 ...
+#: PyTorch float32's own normwise error, times this, raises the limit: deep random-weight
+#: networks are chaotic in float32 (VGG-16-BN's Opti-CAM step: PyTorch float32 is 1.3e-2 from
+#: float64 on real photos, ONNX Runtime 2.7e-2) ...
 FLOOR_FACTOR = 4.0
-#: ... but never above this, so a noisy reference cannot excuse a wrong graph.
-NORM_CAP = 1e-2
+#: ... but never above this, so a noisy reference cannot excuse a grossly wrong graph.
+NORM_CAP = 5e-2
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -78,10 +79,14 @@ class GraphCheck:
 
     @property
     def norm_floor(self) -> float:
+        """PyTorch float32's own largest normwise error over the cases."""
         return max(self.norm_floors.values(), default=0.0)
 
     @property
     def limit(self) -> float:
+        """NORM_RTOL, raised to FLOOR_FACTOR x PyTorch float32's largest normwise error over the
+        cases, capped at NORM_CAP. Over all cases, not per case: float32 gate flips land on
+        random cases, so PyTorch may be spared on the very case where ONNX Runtime is not."""
         return min(max(NORM_RTOL, FLOOR_FACTOR * self.norm_floor), NORM_CAP)
 
     @property
@@ -100,8 +105,8 @@ class VerificationReport:
         return {
             "passed": bool(self),
             "criterion": (
-                "normwise error ||ort - torch64|| / ||torch64|| <= limit = "
-                f"min(max({NORM_RTOL}, {FLOOR_FACTOR} x torch float32's normwise error), {NORM_CAP})"
+                "every case: normwise error ||ort - torch64|| / ||torch64|| <= limit = min(max("
+                f"{NORM_RTOL}, {FLOOR_FACTOR} x torch float32's largest normwise error over the cases), {NORM_CAP})"
             ),
             "graphs": {
                 name: {

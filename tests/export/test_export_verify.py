@@ -102,13 +102,17 @@ def test_report_records_what_the_criterion_read(tiny_bundle):
         assert entry["norm_error"] <= entry["limit"]
 
 
-def test_norm_error_sees_one_flipped_gate_as_small():
-    """A gradient whose one element (of 12,736) jumped, as a float32 gate flip makes it: large
-    max-relative error, small normwise error; a sign flip is large on both."""
-    rng = np.random.default_rng(0)
-    expected = rng.standard_normal(12_736)
-    flipped = expected.copy()
-    flipped[int(np.argmax(np.abs(expected)))] *= 0.5
-    assert np.max(np.abs(flipped - expected)) / np.max(np.abs(expected)) > 0.4
-    assert norm_error(flipped, expected) < 0.04
-    assert norm_error(-expected, expected) == pytest.approx(2.0)
+def test_limit_follows_pytorch_float32_up_to_the_cap():
+    """Where PyTorch float32 itself is far from float64 the limit rises with it, never past the cap."""
+    from opticam_rt.export.verify import FLOOR_FACTOR, GraphCheck
+
+    # VGG-16-BN's Opti-CAM step (random weights): PyTorch float32 1.3e-2 off on one case, 1.8e-4
+    # on another where ONNX Runtime's gates flipped instead (2.6e-3).
+    check = GraphCheck("opticam_step", checker="ok", norm_errors={"a": 2.7e-2, "b": 2.6e-3},
+                       norm_floors={"a": 1.3e-2, "b": 1.8e-4})  # fmt: skip
+    assert check.limit == pytest.approx(min(FLOOR_FACTOR * 1.3e-2, NORM_CAP)) and check.passed
+    check.norm_floors = {"a": 1e-6, "b": 1e-6}
+    assert check.limit == NORM_RTOL and not check.passed
+    check.norm_floors = {"a": 0.5, "b": 1e-6}  # a noisy reference cannot lift the limit past the cap
+    check.norm_errors = {"a": 0.2, "b": 1e-6}
+    assert check.limit == NORM_CAP and not check.passed
