@@ -26,8 +26,13 @@ DEFAULT_OPSET = 18
 
 
 def prepare_model(model: nn.Module) -> nn.Module:
-    """An eval-mode copy with frozen parameters (the caller's model is left untouched)."""
-    frozen = copy.deepcopy(model).eval()
+    """An eval-mode copy with frozen parameters (the caller's model is left untouched).
+
+    The copy's parameters share storage with the caller's (frozen aliases, nothing writes to
+    them), so an export holds the weights once: VGG-16's are 0.55 GB.
+    """
+    memo = {id(p): nn.Parameter(p.detach(), requires_grad=False) for p in model.parameters()}
+    frozen = copy.deepcopy(model, memo).eval()
     for p in frozen.parameters():
         p.requires_grad_(False)
     return frozen
