@@ -103,18 +103,26 @@ def main() -> None:
     parser.add_argument("families", nargs="+")
     parser.add_argument("--out", type=Path, default=None, help="where bundles go (default: a temporary folder)")
     parser.add_argument("--iterations", type=int, default=100, help="Opti-CAM iterations per image")
+    parser.add_argument(
+        "--max-gb", type=float, default=10.0,
+        help="data-segment limit of each family's process: a runaway export fails with MemoryError instead of "
+        "taking the machine's memory (the full-size ViT reached 24 GB and was OOM-killed)",
+    )  # fmt: skip
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="families-"))
     if args.one:
+        limit = int(args.max_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
         print(json.dumps(measure(args.families[0], out / args.families[0], args.iterations)), flush=True)
         return
     rows = []
     for name in args.families:  # one process per family, one after the other
-        command = [sys.executable, __file__, name, "--one", "--out", str(out), "--iterations", str(args.iterations)]
+        command = [sys.executable, __file__, name, "--one", "--out", str(out), "--iterations", str(args.iterations),
+                   "--max-gb", str(args.max_gb)]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         if done.returncode != 0:
-            tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            tail = (done.stderr.strip().splitlines() or [f"(no output; exit status {done.returncode})"])[-1]
             rows.append({"family": name, "error": tail})
             print(json.dumps(rows[-1]), flush=True)
             continue
