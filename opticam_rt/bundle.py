@@ -76,6 +76,9 @@ class Manifest:
     tap_shape: tuple[int, int, int]
     num_classes: int
     opset: int
+    #: For a transformer tap: {"prefix", "height", "width"}, the class/register tokens dropped
+    #: and the patch grid the tokens were laid out on; None for a 4-D feature map.
+    tap_tokens: dict[str, int] | None = None
     class_names: list[str] | None = None
     #: How to rebuild the PyTorch model for the ``torch`` reference backend: a built-in name or
     #: ``pkg.module:factory``; None when the model came from Python code with no such spec.
@@ -107,7 +110,10 @@ class Manifest:
                 f"{source}: bundle schema version {data.get('schema_version')!r}, this opticam-rt reads version "
                 f"{SCHEMA_VERSION}; re-export the model with `opticam-rt export`"
             )
-        problem = check_manifest(data, required_graphs=tuple(GRAPH_SIGNATURES), weights=WEIGHTS)
+        # A token tap's bundle has no head graph: the network after the tap also needs the dropped tokens.
+        token_tap = isinstance(data, dict) and data.get("tap_tokens") is not None
+        required = tuple(g for g in GRAPH_SIGNATURES if not (token_tap and g == "head"))
+        problem = check_manifest(data, required_graphs=required, weights=WEIGHTS)
         if problem:
             raise BundleError(f"{source}: invalid manifest: {problem}; re-export the model with `opticam-rt export`")
         data = dict(data)

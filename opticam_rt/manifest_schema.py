@@ -87,6 +87,18 @@ def _explainers(value: Any) -> str | None:
     return None
 
 
+def _tokens(value: Any) -> str | None:
+    """A token tap's layout: {"prefix": int >= 0, "height": int >= 1, "width": int >= 1}."""
+    keys = {"prefix": 0, "height": 1, "width": 1}
+    if not isinstance(value, dict) or set(value) != set(keys):
+        return f"must be an object with prefix, height and width, got {value!r:.80}"
+    for key, low in keys.items():
+        v = value[key]
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= MAX_INPUT_SIDE:
+            return f"{key} must be an integer in {low}..{MAX_INPUT_SIDE}, got {v!r:.40}"
+    return None
+
+
 #: field -> (required, check). Order is the order problems are reported in.
 FIELDS: dict[str, tuple[bool, Check]] = {
     "schema_version": (True, _int_in(1, 1 << 30)),
@@ -96,6 +108,7 @@ FIELDS: dict[str, tuple[bool, Check]] = {
     "std": (True, _floats(3, nonzero=True)),
     "tap_layer": (True, _string),
     "tap_shape": (True, _ints(3, 1, 1 << 20)),
+    "tap_tokens": (False, _optional(_tokens)),
     "num_classes": (True, _int_in(1, 1 << 24)),
     "opset": (True, _int_in(MIN_OPSET, 1000)),
     "class_names": (False, _optional(lambda v: None if isinstance(v, list) and all(isinstance(n, str) for n in v)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from opticam_rt.errors import ExportError
+from opticam_rt.errors import ExportError, InputError
 
 
 def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
@@ -22,14 +22,32 @@ def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
     return values
 
 
-def _size(value: int | None) -> tuple[int, int] | None:
-    return None if value is None else (value, value)
+def _size(text: str | None) -> tuple[int, int] | None:
+    """'224' -> (224, 224); '224x320' -> (224, 320), height first."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise InputError(f"--input-size {text!r} is not a size: use 224 or HxW such as 224x320")
+    height, width = int(parts[0]), int(parts[-1])
+    return height, width
 
 
 @click.command()
 @click.option("--model", "model_spec", required=True, help="Built-in name (efficientnet-lite0) or pkg.module:factory.")
-@click.option("--layer", default=None, help="Tap layer (dotted module path; name@i picks a call of a shared module).")
-@click.option("--input-size", type=int, default=None, help="Square input size in pixels, e.g. 224.")
+@click.option(
+    "--layer",
+    default=None,
+    help="Tap layer (dotted module path; name@i picks a call of a shared module), or 'auto': the last "
+    "feature map before pooling, or a transformer's last block (first LayerNorm) with --token-reshape implied.",
+)
+@click.option("--input-size", default=None, help="Input size in pixels: 224, or HxW such as 224x320.")
+@click.option(
+    "--token-reshape",
+    is_flag=True,
+    help="The tap outputs transformer tokens (N, T, D): drop the class/register tokens and lay the patch "
+    "tokens out on the patch grid (N, D, h, w). Such a bundle has no head graph (no ablation-cam).",
+)
 @click.option("--mean", default=None, help="Per-channel mean on pixels in [0, 1], e.g. '0.485,0.456,0.406'.")
 @click.option("--std", default=None, help="Per-channel std on pixels in [0, 1], e.g. '0.229,0.224,0.225'.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Bundle directory.")
@@ -41,7 +59,8 @@ def _size(value: int | None) -> tuple[int, int] | None:
 def export(
     model_spec: str,
     layer: str | None,
-    input_size: int | None,
+    input_size: str | None,
+    token_reshape: bool,
     mean: str | None,
     std: str | None,
     out_dir: str,
@@ -78,6 +97,7 @@ def export(
         verify=not no_verify,
         log=log,
         explainers=not no_explainers,
+        token_reshape=token_reshape,
     )
     if fmt == "json":
         click.echo(json.dumps({"bundle": str(Path(out_dir)), "verification": report.to_dict() if report else None}))
@@ -92,23 +112,46 @@ def export(
 
 @click.command()
 @click.option("--model", "model_spec", required=True, help="Built-in name or pkg.module:factory.")
-@click.option("--input-size", type=int, default=None, help="Square input size (default: the model's own or 224).")
+@click.option("--input-size", default=None, help="224 or HxW such as 224x320 (default: the model's own or 224).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def layers(model_spec: str, input_size: int | None, fmt: str) -> None:
-    """List candidate tap layers (modules with a 4-D output) and their output shapes."""
+def layers(model_spec: str, input_size: str | None, fmt: str) -> None:
+    """List candidate tap layers (modules with a 4-D output), and token layers with the grid they reshape to."""
     import torch
 
-    from opticam_rt.export import candidate_layers, load_recipe, prepare_model
+    from opticam_rt.export import auto_tap, candidate_layers, load_recipe, prepare_model, token_layers
 
     from opticam_rt.bundle import check_input_size
 
     recipe = load_recipe(model_spec)
     size = check_input_size(_size(input_size) or recipe.input_size or (224, 224))
-    rows = candidate_layers(prepare_model(recipe.build()), torch.zeros(1, 3, *size))
+    model = prepare_model(recipe.build())
+    example = torch.zeros(1, 3, *size)
+    maps = candidate_layers(model, example)
+    tokens = token_layers(model, example)
+    try:
+        auto = str(auto_tap(model, example)[0])
+    except ExportError:
+        auto = None
     if fmt == "json":
-        click.echo(json.dumps([{"layer": n, "shape": list(s[1:])} for n, s in rows]))
+        rows: list[dict] = [{"layer": n, "shape": list(s[1:])} for n, s in maps]
+        rows += [
+            {"layer": n, "shape": list(s[1:]), "tokens": {"prefix": g.prefix, "grid": [s[2], g.height, g.width]}}
+            for n, s, g in tokens
+        ]
+        for row in rows:
+            if row["layer"] == auto:
+                row["auto"] = True
+        click.echo(json.dumps(rows))
         return
-    width = max((len(n) for n, _ in rows), default=5)
-    for name, shape in rows:
-        mark = "  (default tap)" if recipe.tap == name else ""
-        click.echo(f"{name:<{width}}  {tuple(shape[1:])}{mark}")
+    width = max((len(n) for n, *_ in [*maps, *tokens]), default=5)
+
+    def mark(name: str) -> str:
+        return "  (default tap)" if recipe.tap == name else "  (--layer auto)" if auto == name else ""
+
+    for name, shape in maps:
+        click.echo(f"{name:<{width}}  {tuple(shape[1:])}{mark(name)}")
+    for name, shape, grid in tokens:
+        click.echo(
+            f"{name:<{width}}  tokens {tuple(shape[1:])} -> ({shape[2]}, {grid.height}, {grid.width}) "
+            f"with --token-reshape, {grid.prefix} prefix token(s) dropped{mark(name)}"
+        )

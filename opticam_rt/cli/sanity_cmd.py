@@ -21,7 +21,7 @@ def _common_options(func: Callable) -> Callable:
         click.option("--model", "model_spec", required=True,
                      help="Built-in name (efficientnet-lite0) or pkg.module:factory, as for export."),
         click.option("--layer", default=None, help="Tap layer of a user's model (dotted module path; name@i for a shared module)."),
-        click.option("--input-size", type=int, default=None, help="Square input size of a user's model, e.g. 224."),
+        click.option("--input-size", default=None, help="Input size of a user's model: 224 or HxW such as 224x320 (as for export)."),
         click.option("--mean", default=None, help="Per-channel mean on pixels in [0, 1] of a user's model."),
         click.option("--std", default=None, help="Per-channel std on pixels in [0, 1] of a user's model."),
         click.option("--methods", default="all", show_default=True, help="Comma-separated method names, or 'all'."),
@@ -39,7 +39,7 @@ def _common_options(func: Callable) -> Callable:
     return method_option_flags()(func)
 
 
-def _setup(check: str, images: tuple[str, ...], model_spec: str, layer: str | None, input_size: int | None,
+def _setup(check: str, images: tuple[str, ...], model_spec: str, layer: str | None, input_size: str | None,
            mean: str | None, std: str | None, methods: str, out_file: str | None,
            records_file: str | None) -> tuple[Any, dict, list[str], Any, list[str]]:
     """(model, images by path, method names, records store, unreadable images)."""
@@ -90,7 +90,7 @@ def sanity() -> None:
 @click.option("--region", default="lower", show_default=True,
               help="Hidden region: lower, upper, left, right, or x0,y0,x1,y1 as fractions of width and height.")
 @click.option("--no-control", is_flag=True, help="Leave out the input-gradient control.")
-def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size: int | None, mean: str | None,
+def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size: str | None, mean: str | None,
          std: str | None, methods: str, backend: str, batch_size: int, fmt: str,
          out_file: str | None, records_file: str | None, plot_file: str | None, region: str, no_control: bool,
          **method_flags: Any) -> None:
@@ -125,7 +125,7 @@ def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size
 @click.option("--cascade", "cascade_text", default=None,
               help="Explicit cascade instead: steps separated by ';', module paths by ',' (e.g. 'fc;layer4.2;layer4.1').")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the re-initialised weights.")
-def randomisation(images: tuple[str, ...], model_spec: str, layer: str | None, input_size: int | None,
+def randomisation(images: tuple[str, ...], model_spec: str, layer: str | None, input_size: str | None,
                   mean: str | None, std: str | None, methods: str, backend: str, batch_size: int,
                   fmt: str, out_file: str | None, records_file: str | None, plot_file: str | None, steps: int,
                   cascade_text: str | None, seed: int, **method_flags: Any) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import gc
 import time
 import warnings
 from pathlib import Path
@@ -25,7 +27,7 @@ from opticam_rt.bundle import (
 from opticam_rt.errors import ExportError, UnverifiedBundleWarning
 from opticam_rt.export import staging as staged
 from opticam_rt.export.graphs import ExplainerGraphs, Preprocessing
-from opticam_rt.export.tap import TapSpec, resolve_tap
+from opticam_rt.export.tap import TapSpec, auto_tap, resolve_tap
 from opticam_rt.export.trace import module_calling_op, to_onnx
 from opticam_rt.export.verify import VerificationReport, verify_bundle
 from opticam_rt.images import sample_photos, to_model_input
@@ -34,8 +36,13 @@ DEFAULT_OPSET = 18
 
 
 def prepare_model(model: nn.Module) -> nn.Module:
-    """An eval-mode copy with frozen parameters (the caller's model is left untouched)."""
-    frozen = copy.deepcopy(model).eval()
+    """An eval-mode copy with frozen parameters (the caller's model is left untouched).
+
+    The copy's parameters share storage with the caller's (frozen aliases, nothing writes to
+    them), so an export holds the weights once: VGG-16's are 0.55 GB.
+    """
+    memo = {id(p): nn.Parameter(p.detach(), requires_grad=False) for p in model.parameters()}
+    frozen = copy.deepcopy(model, memo).eval()
     for p in frozen.parameters():
         p.requires_grad_(False)
     return frozen
@@ -47,8 +54,14 @@ def build_graphs(
     input_size: tuple[int, int],
     mean: Sequence[float],
     std: Sequence[float],
+    token_reshape: bool = False,
 ) -> tuple[ExplainerGraphs, TapSpec, tuple[int, ...]]:
     """Resolve the tap and wrap the model into the functions the bundle graphs compute.
+
+    ``tap``: a module path (``name@i`` for a call of a shared module) or ``"auto"``
+    (``tap.auto_tap``: the last feature map, or a transformer's last block, which sets
+    ``token_reshape``). ``token_reshape``: the tap outputs transformer tokens (N, T, D), laid
+    out on the patch grid.
 
     Returns:
         (graphs, resolved tap, tap output shape (1, K, h, w)).
@@ -59,10 +72,13 @@ def build_graphs(
         raise ExportError(f"std must be non-zero, got {tuple(std)}")
     model = prepare_model(model)
     preprocessing = Preprocessing(tuple(float(m) for m in mean), tuple(float(s) for s in std))
-    spec = tap if isinstance(tap, TapSpec) else TapSpec.parse(tap)
     example = preprocessing.apply(torch.rand(1, 3, *input_size))
     try:
-        spec, shape = resolve_tap(model, spec, example)
+        if tap == "auto":
+            spec, token_reshape = auto_tap(model, example)
+        else:
+            spec = tap if isinstance(tap, TapSpec) else TapSpec.parse(tap)
+        spec, shape = resolve_tap(model, spec, example, token_reshape)
     except ExportError:
         raise
     except Exception as exc:  # noqa: BLE001 - the model itself failed on the input size
@@ -121,6 +137,7 @@ def export_bundle(
     verify: bool = True,
     log: Callable[[str], None] | None = None,
     explainers: bool = True,
+    token_reshape: bool = False,
 ) -> tuple[Bundle, VerificationReport | None]:
     """Write the explainer bundle of ``model`` to ``out_dir``.
 
@@ -129,11 +146,14 @@ def export_bundle(
     ``weights.bin``; ``manifest.json`` with hashes and producer versions.
 
     Args:
-        tap: module path, with ``@i`` to pick a call of a shared module.
+        tap: module path, with ``@i`` to pick a call of a shared module, or ``"auto"``.
         input_size: (H, W).
         mean, std: per-channel preprocessing on pixels in [0, 1], applied inside the graphs.
         explainers: also write one self-contained explainer graph per method
             (``explain_<method>.onnx``, see ``opticam_rt.export.explainer_graphs``).
+        token_reshape: the tap is a transformer layer whose tokens (N, T, D) are reshaped to
+            the patch grid (class/register tokens dropped). Such a bundle has no ``head``
+            graph: the network after the tap also needs the dropped tokens.
 
     Returns:
         (the loaded bundle, the verification report or None when ``verify`` is False).
@@ -165,7 +185,7 @@ def export_bundle(
             warnings.simplefilter("ignore", UnverifiedBundleWarning)  # the caller gets the report itself
             report = _export_into(
                 folder, model, tap, input_size, mean, std, class_names, model_name, model_spec, opset, verify,
-                log or (lambda message: None), interrupted, explainers,
+                log or (lambda message: None), interrupted, explainers, token_reshape,
             )
             interrupted.check()
             staged.swap_in(folder, target, force)
@@ -190,31 +210,44 @@ def _export_into(
     say: Callable[[str], None],
     interrupted: staged.InterruptFlag,
     explainers: bool = True,
+    token_reshape: bool = False,
 ) -> VerificationReport | None:
     """Write the whole bundle into ``out_dir`` (the staging folder); returns the verification report."""
     import onnx
 
-    graphs, spec, shape = build_graphs(model, tap, input_size, mean, std)
+    graphs, spec, shape = build_graphs(model, tap, input_size, mean, std, token_reshape)
     with torch.no_grad():
         num_classes = int(graphs.logits(torch.rand(1, 3, *input_size)).shape[1])
     if class_names is not None and len(class_names) != num_classes:
         raise ExportError(f"{len(class_names)} class names given for a model with {num_classes} classes")
     k = int(shape[1])
     say(f"tap {spec}: features (N, {k}, {shape[2]}, {shape[3]}); {num_classes} classes")
+    from opticam_rt.export.weights import SharedWeights
+
     models: dict[str, onnx.ModelProto] = {}
+    # Each graph's weights go to weights.bin as soon as it is exported, so they are in memory once.
+    shared = SharedWeights(out_dir / WEIGHTS)
     for name, (inputs, outputs) in GRAPH_SIGNATURES.items():
+        if name == "head" and spec.tokens is not None:
+            continue
         start = time.perf_counter()
         try:
             models[name] = to_onnx(
                 getattr(graphs, name), _example_inputs(name, graphs, num_classes, k), inputs, outputs, opset, name
             )
         except ExportError as exc:
+            shared.close()
             raise _with_module(exc, graphs) from exc
+        if interrupted.requested:  # Ctrl-C during the trace, even if a library swallowed it
+            shared.close()
+            interrupted.check()
+        shared.add(models[name])
+        # A protobuf message keeps replaced fields' bytes in its arena until it is freed: a
+        # re-parsed copy holds only the references, and the old message (and its weights) go.
+        models[name] = onnx.load_from_string(models[name].SerializeToString())
+        gc.collect()  # traced GraphModules hold reference cycles
         say(f"exported {name} ({time.perf_counter() - start:.1f} s)")
-        interrupted.check()
-    from opticam_rt.export.weights import share_weights
-
-    stats = share_weights(models, out_dir / WEIGHTS)
+    stats = shared.close()
     say(f"weights: {stats['tensors']} tensors, {stats['bytes'] / 1e6:.1f} MB, shared by {len(models)} graphs")
     files = {}
     for name, proto in models.items():
@@ -224,7 +257,13 @@ def _export_into(
     if explainers:
         from opticam_rt.export.explainer_graphs import build_explainer_graphs
 
-        built, explainer_entries = build_explainer_graphs(models, tuple(input_size), (k, int(shape[2]), int(shape[3])), num_classes)
+        from opticam_rt.export.explainer_graphs import EXPLAINER_GRAPHS
+
+        # Ablation-CAM's graph runs the head graph, which a token tap's bundle does not have.
+        methods = [m for m in EXPLAINER_GRAPHS if "head" in models or m != "ablation-cam"]
+        built, explainer_entries = build_explainer_graphs(
+            models, tuple(input_size), (k, int(shape[2]), int(shape[3])), num_classes, methods=methods
+        )
         for name, proto in built.items():
             onnx.save(proto, str(out_dir / f"{name}.onnx"))
         say(f"explainer graphs: {', '.join(explainer_entries)}")
@@ -234,6 +273,7 @@ def _export_into(
         mean=graphs.preprocessing.mean,
         std=graphs.preprocessing.std,
         tap_layer=str(spec),
+        tap_tokens=None if spec.tokens is None else dataclasses.asdict(spec.tokens),
         tap_shape=(k, int(shape[2]), int(shape[3])),
         num_classes=num_classes,
         opset=opset,

@@ -145,5 +145,8 @@ class ExplainerGraphs:
         """A float64 copy: the accuracy reference float32 runtimes are judged against."""
         import copy
 
-        model = copy.deepcopy(self.model).double()
+        # Parameters go straight to float64 through the copy's memo: no float32 copy in between
+        # (VGG-16: 0.55 GB less at the verification peak).
+        memo = {id(p): nn.Parameter(p.detach().double(), requires_grad=False) for p in self.model.parameters()}
+        model = copy.deepcopy(self.model, memo).double()
         return ExplainerGraphs(model, self.tap, self.preprocessing, self.input_size, self.feature_size)

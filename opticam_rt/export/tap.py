@@ -14,15 +14,60 @@ from opticam_rt.errors import TapError
 
 
 @dataclass(frozen=True)
+class TokenGrid:
+    """How a transformer's token output (N, T, D) becomes a feature map (N, D, h, w).
+
+    The first ``prefix`` tokens (class and register tokens) are dropped and the remaining
+    ``h * w`` patch tokens, in row-major patch order, are laid out on the patch grid, as
+    pytorch-grad-cam's ``reshape_transform`` does for ViT/DeiT.
+    """
+
+    prefix: int
+    height: int
+    width: int
+
+    def to_map(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T, D) -> (N, D, h, w), a fresh tensor."""
+        patches = tokens[:, self.prefix :, :]
+        return patches.reshape(tokens.shape[0], self.height, self.width, tokens.shape[2]).permute(0, 3, 1, 2).contiguous()
+
+    def to_tokens(self, features: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        """features (N, D, h, w) back into the token sequence: ``original``'s (N, T, D) prefix
+        tokens followed by the patch tokens."""
+        patches = features.permute(0, 2, 3, 1).reshape(features.shape[0], self.height * self.width, features.shape[1])
+        return torch.cat([original[:, : self.prefix, :], patches], dim=1)
+
+    @classmethod
+    def infer(cls, tokens: int, input_size: tuple[int, int], layer: str) -> "TokenGrid":
+        """The grid with the fewest prefix tokens (0..8) whose shape has the input's aspect ratio.
+
+        Raises:
+            TapError: when no prefix count leaves a grid of the input's aspect ratio.
+        """
+        height, width = input_size
+        for prefix in range(0, min(tokens, 9)):
+            patches = tokens - prefix
+            for h in range(1, patches + 1):
+                if patches % h == 0 and h * width == (patches // h) * height:
+                    return cls(prefix, h, patches // h)
+        raise TapError(
+            f"layer {layer!r} outputs {tokens} tokens: no count of 0-8 class/register tokens leaves a patch grid "
+            f"with the input's aspect ratio {height}x{width}; tap a layer with a token output (N, T, D)"
+        )
+
+
+@dataclass(frozen=True)
 class TapSpec:
     """A module path plus which of its calls in one forward pass is the tap.
 
     ``name@1`` means the second call of module ``name`` (a shared activation module, such as
     EfficientNet-Lite0's ``_swish``, runs once for the stem and once for the head).
+    ``tokens`` is set for a transformer tap whose (N, T, D) output is reshaped to the patch grid.
     """
 
     module_path: str
     call_index: int | None = None
+    tokens: TokenGrid | None = None
 
     @classmethod
     def parse(cls, text: str) -> "TapSpec":
@@ -69,11 +114,17 @@ def probe_calls(model: nn.Module, module: nn.Module, example: torch.Tensor) -> l
     return counter.shapes
 
 
-def resolve_tap(model: nn.Module, spec: TapSpec, example: torch.Tensor) -> tuple[TapSpec, tuple[int, ...]]:
-    """Check the tap exists, runs the chosen call, and is 4-D; return it with a call index set.
+def resolve_tap(
+    model: nn.Module, spec: TapSpec, example: torch.Tensor, token_reshape: bool = False
+) -> tuple[TapSpec, tuple[int, ...]]:
+    """Check the tap exists, runs the chosen call, and is 4-D (or, with ``token_reshape``, a
+    3-D token sequence); return it with a call index (and token grid) set.
+
+    Args:
+        example: a batch (1, 3, H, W) in the model's input space.
 
     Returns:
-        (spec with ``call_index`` filled in, tap output shape (N, K, h, w) for ``example``).
+        (resolved spec, tap feature shape (N, K, h, w) for ``example``: after the token reshape).
     """
     module = find_module(model, spec.module_path)
     shapes = probe_calls(model, module, example)
@@ -86,13 +137,25 @@ def resolve_tap(model: nn.Module, spec: TapSpec, example: torch.Tensor) -> tuple
                 f"layer {spec.module_path!r} runs {len(shapes)} times per forward pass (the module is shared); "
                 f"pick one call: {options}"
             )
-        spec = TapSpec(spec.module_path, 0)
+        spec = TapSpec(spec.module_path, 0, spec.tokens)
     elif spec.call_index >= len(shapes):
         raise TapError(
             f"layer {spec.module_path!r} runs {len(shapes)} time(s) per forward pass; "
             f"call index {spec.call_index} does not exist (use @0..@{len(shapes) - 1})"
         )
     shape = shapes[spec.call_index]
+    if token_reshape:
+        if len(shape) != 3:
+            raise TapError(
+                f"layer {str(spec)!r} outputs shape {shape}; the token reshape needs a token sequence (N, T, D)"
+            )
+        grid = TokenGrid.infer(shape[1], tuple(example.shape[2:]), str(spec))  # type: ignore[arg-type]
+        return TapSpec(spec.module_path, spec.call_index, grid), (shape[0], shape[2], grid.height, grid.width)
+    if len(shape) == 3:
+        raise TapError(
+            f"layer {str(spec)!r} outputs tokens {shape}; a transformer tap needs the token reshape "
+            "(--token-reshape, token_reshape=True) to lay its patch tokens out as a (N, D, h, w) map"
+        )
     if len(shape) != 4:
         raise TapError(
             f"layer {str(spec)!r} outputs shape {shape}; a tap must output a 4-D feature map (N, K, h, w)"
@@ -118,10 +181,15 @@ def tapped(model: nn.Module, spec: TapSpec, replace: torch.Tensor | None = None)
         calls[0] += 1
         if index != wanted:
             return None
+        # Copies on both sides of the tap: an in-place op after it (DenseNet's
+        # ``F.relu(features, inplace=True)``) must neither rewrite the captured features nor
+        # write into the replacement, which is a leaf that autograd differentiates against.
+        # ONNX export turns the copies into Identity nodes, which ONNX Runtime removes.
+        grid = spec.tokens
         if replace is not None:
             captured.append(replace)
-            return replace
-        captured.append(output)
+            return grid.to_tokens(replace, output) if grid else replace.clone()
+        captured.append(grid.to_map(output) if grid else output.clone())
         return None
 
     handle = module.register_forward_hook(hook)
@@ -131,39 +199,100 @@ def tapped(model: nn.Module, spec: TapSpec, replace: torch.Tensor | None = None)
         handle.remove()
 
 
-def candidate_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
-    """Every (module path[@call], output shape) with a 4-D output, in execution order.
+@dataclass(frozen=True)
+class LayerOutput:
+    """One module call of a forward pass: where (``path``, or ``path@i`` for a shared module),
+    the module, and its output shape."""
+
+    path: str
+    module: nn.Module
+    shape: tuple[int, ...]
+
+
+def layer_outputs(model: nn.Module, example: torch.Tensor) -> list[LayerOutput]:
+    """Every module call with a 3-D or 4-D tensor output, in the order the calls finish (a
+    container after its children).
 
     Args:
         example: an input batch (1, 3, H, W) already in the model's own input space.
     """
-    order: list[tuple[str, tuple[int, ...]]] = []
+    calls: list[tuple[str, int, nn.Module, tuple[int, ...]]] = []
     counts: dict[str, int] = {}
-    names = {m: n for n, m in model.named_modules() if n}
-    multi: dict[str, int] = {}
     handles = []
 
     def make_hook(name: str) -> Callable:
         def hook(mod: nn.Module, args: tuple, output: object) -> None:
-            if isinstance(output, torch.Tensor) and output.dim() == 4:
-                index = counts.get(name, 0)
-                counts[name] = index + 1
-                order.append((f"{name}@{index}", tuple(output.shape)))
+            index = counts.get(name, 0)
+            counts[name] = index + 1
+            if isinstance(output, torch.Tensor) and output.dim() in (3, 4):
+                calls.append((name, index, mod, tuple(output.shape)))
 
         return hook
 
-    for module, name in names.items():
-        handles.append(module.register_forward_hook(make_hook(name)))
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_hook(make_hook(name)))
     try:
         with torch.no_grad():
             model(example)
     finally:
         for h in handles:
             h.remove()
-    for name, n in counts.items():
-        multi[name] = n
     # A module that runs once is listed by its plain path; shared ones keep the @call suffix.
-    return [
-        (entry if multi[entry.rpartition("@")[0]] > 1 else entry.rpartition("@")[0], shape)
-        for entry, shape in order
-    ]
+    return [LayerOutput(name if counts[name] == 1 else f"{name}@{i}", mod, shape) for name, i, mod, shape in calls]
+
+
+def candidate_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """Every (module path[@call], output shape) with a 4-D output, in execution order.
+
+    Args:
+        example: an input batch (1, 3, H, W) already in the model's own input space.
+    """
+    return [(out.path, out.shape) for out in layer_outputs(model, example) if len(out.shape) == 4]
+
+
+def token_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...], TokenGrid]]:
+    """Every (path, output shape (1, T, D), grid) whose token output can be laid out on a patch
+    grid of the input's aspect ratio, in execution order."""
+    size = (int(example.shape[2]), int(example.shape[3]))
+    rows = []
+    for out in layer_outputs(model, example):
+        if len(out.shape) == 3:
+            try:
+                rows.append((out.path, out.shape, TokenGrid.infer(out.shape[1], size, out.path)))
+            except TapError:
+                continue
+    return rows
+
+
+#: Layers that only pool, drop or pass through: never the map a CAM reads.
+_NOT_A_TAP = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout, nn.Dropout2d,
+              nn.Identity, nn.Flatten)
+
+
+def auto_tap(model: nn.Module, example: torch.Tensor) -> tuple[TapSpec, bool]:
+    """The tap ``--layer auto`` picks, and whether it is a token tap.
+
+    A CNN: the last 4-D activation with more than one spatial position that is not a pooling
+    or dropout layer (the map global pooling reads; the outermost module that returns it).
+    A transformer (LayerNorm token layers run after the last such map): the first LayerNorm of
+    the last block, where the Opti-CAM paper taps ViT/DeiT; a block is a module with two or
+    more LayerNorm children.
+
+    Raises:
+        TapError: when the model has neither.
+    """
+    outputs = layer_outputs(model, example)
+    maps = [i for i, o in enumerate(outputs)
+            if len(o.shape) == 4 and o.shape[2] * o.shape[3] > 1 and not isinstance(o.module, _NOT_A_TAP)]
+    after = maps[-1] + 1 if maps else 0
+    norms = [o for o in outputs[after:] if len(o.shape) == 3 and isinstance(o.module, nn.LayerNorm)]
+    parents: dict[str, list[LayerOutput]] = {}
+    for o in norms:
+        parents.setdefault(o.path.partition("@")[0].rpartition(".")[0], []).append(o)
+    blocks = [group for group in parents.values() if len(group) >= 2]
+    if blocks:
+        return TapSpec.parse(blocks[-1][0].path), True
+    if maps:
+        return TapSpec.parse(outputs[maps[-1]].path), False
+    raise TapError("--layer auto found no 4-D feature map larger than 1x1 and no transformer block; give --layer")

@@ -10,6 +10,7 @@ import warnings
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from opticam_rt.errors import ExportError
@@ -32,22 +33,159 @@ def trace(fn: Callable[..., tuple[torch.Tensor, ...]], example_inputs: Sequence[
 
     Dead code (the part before the tap when the tap output is replaced) is dropped.
     """
-    from torch.fx.experimental.proxy_tensor import make_fx
-
-    def call(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # make_fx counts a bound method's ``self`` as an argument; a varargs closure hides it.
-        out = fn(*args)
-        return out if isinstance(out, tuple) else (out,)
-
-    gm = make_fx(
-        call,
-        decomposition_table=decomposition_table(),
-        tracing_mode="symbolic",
-        _allow_non_fake_inputs=True,
-    )(*example_inputs)
+    gm = _make_fx(fn, example_inputs)
+    _drop_restrides(gm)
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm
+
+
+def _make_fx(
+    fn: Callable[..., tuple[torch.Tensor, ...]], example_inputs: Sequence[torch.Tensor], locate: bool = False
+) -> torch.fx.GraphModule:
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.fx.experimental.symbolic_shapes import config as shape_config
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def call(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # make_fx counts a bound method's ``self`` as an argument; a varargs closure hides it.
+        with _LinearOn2D():
+            out = fn(*args)
+        return out if isinstance(out, tuple) else (out,)
+
+    # Duck shaping gives equal sizes one symbol: a batch of 2 beside a 2x2 feature map (or two
+    # heads) would tie the batch to that size and silently make it static. The math attention
+    # backend is plain matmul + softmax, whose backward autograd writes in ops ONNX has; the
+    # fused CPU kernel's backward (_scaled_dot_product_flash_attention_for_cpu_backward) has none.
+    with shape_config.patch(use_duck_shape=False), sdpa_kernel([SDPBackend.MATH]):
+        return make_fx(
+            call,
+            decomposition_table=decomposition_table(),
+            tracing_mode="symbolic",
+            _allow_non_fake_inputs=True,
+            record_module_stack=locate,
+            record_stack_traces=locate,
+        )(*example_inputs)
+
+
+_SIZE_TAKING_OPS = {"view", "reshape", "_unsafe_view", "expand", "full", "empty", "zeros", "ones", "new_zeros",
+                    "new_ones", "new_full", "new_empty", "as_strided", "empty_strided"}
+
+
+def locate_constant_batch(fn: Callable[..., tuple[torch.Tensor, ...]], example_inputs: Sequence[torch.Tensor]) -> str:
+    """' in <op> called by module <path> (<file:line>)': the first traced op with the example's
+    batch size as a literal leading size, found by tracing again with module stacks recorded."""
+    batch = int(example_inputs[0].shape[0])
+    try:
+        gm = _make_fx(fn, example_inputs, locate=True)
+    except Exception:  # noqa: BLE001 - diagnosis only
+        return ""
+    for node in gm.graph.nodes:
+        name = str(node.target).split(".")[-2] if "." in str(node.target) else str(node.target)
+        if node.op != "call_function" or name not in _SIZE_TAKING_OPS:
+            continue
+        sizes = [a for a in node.args if isinstance(a, (list, tuple)) and a and not isinstance(a[0], torch.fx.Node)]
+        if not any(a[0] == batch for a in sizes):
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        module = list(stack.values())[-1][0] if stack else None
+        frames = [line.strip() for line in (node.meta.get("stack_trace") or "").splitlines() if line.strip().startswith("File")]
+        where = frames[-1].replace("File ", "") if frames else ""
+        text = f" in {node.target}"
+        if module:
+            text += f" called by module {module!r}"
+        return text + (f" ({where})" if where else "")
+    return ""
+
+
+def static_batch_inputs(gm: torch.fx.GraphModule) -> list[str]:
+    """Names of the traced inputs whose first (batch) dimension is no longer symbolic."""
+    from torch.fx.experimental.symbolic_shapes import is_concrete_int
+
+    fixed = []
+    for i, node in enumerate(n for n in gm.graph.nodes if n.op == "placeholder"):
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor) and val.dim() and is_concrete_int(val.shape[0]):
+            fixed.append(f"input {i}")
+    return fixed
+
+
+def _drop_restrides(gm: torch.fx.GraphModule) -> None:
+    """Remove ``as_strided_`` calls that only restate a tensor's layout.
+
+    Decompositions restore a channels-last layout (ConvNeXt's permutes make one) with an
+    in-place ``as_strided_`` to the same sizes; the exporter's functionalisation turns that into
+    ``as_strided_scatter``, which has no ONNX translation. ONNX tensors have no strides, and
+    when the sizes are unchanged and every dimension longer than 1 keeps its stride, the call
+    reads the same elements in the same order: dropping it changes no value.
+    """
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.aten.as_strided_.default:
+            continue
+        source, sizes, strides = node.args[0], node.args[1], node.args[2]
+        val = source.meta.get("val") if isinstance(source, torch.fx.Node) else None
+        if val is None or len(sizes) != val.dim() or len(node.args) > 3 and node.args[3]:
+            continue
+        same = all(
+            _same_int(size, have) and (_same_int(size, 1) or _same_int(stride, val.stride(i)))
+            for i, (size, stride, have) in enumerate(zip(sizes, strides, val.shape))
+        )
+        if same:
+            node.replace_all_uses_with(source)
+            gm.graph.erase_node(node)
+    # Autograd's backward of such an ``as_strided_`` builds the gradient in a flat buffer
+    # through ``as_strided`` views; a view of a contiguous tensor with contiguous strides (and
+    # no offset) is a plain reshape, which functionalises to ops ONNX has.
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.aten.as_strided.default:
+            continue
+        source, sizes, strides = node.args[0], node.args[1], node.args[2]
+        offset = node.args[3] if len(node.args) > 3 else 0
+        val = source.meta.get("val") if isinstance(source, torch.fx.Node) else None
+        if val is None or not _same_int(offset, 0) or not val.is_contiguous():
+            continue
+        expected: list[object] = []
+        step: object = 1
+        for size in reversed(sizes):
+            expected.append(step)
+            step = step * (size.meta["val"] if isinstance(size, torch.fx.Node) else size)
+        expected.reverse()
+        if _same_int(step, val.numel()) and all(
+            _same_int(size, 1) or _same_int(stride, want) for size, stride, want in zip(sizes, strides, expected)
+        ):
+            with gm.graph.inserting_before(node):
+                view = gm.graph.call_function(torch.ops.aten.view.default, (source, list(sizes)))
+            view.meta = dict(node.meta)
+            node.replace_all_uses_with(view)
+            gm.graph.erase_node(node)
+
+
+def _same_int(a: object, b: object) -> bool:
+    """Equal as integers, for plain ints and symbolic sizes (SymInt or fx nodes holding one)."""
+    a = a.meta.get("val") if isinstance(a, torch.fx.Node) else a
+    b = b.meta.get("val") if isinstance(b, torch.fx.Node) else b
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - an undecidable symbolic comparison counts as different
+        return False
+
+
+class _LinearOn2D(torch.overrides.TorchFunctionMode):
+    """Runs ``F.linear`` on inputs of 3 or more dimensions as a 2-D linear between reshapes.
+
+    Under ``torch.func.grad``, functorch's rule for a 3-D ``linear`` reads the input's sizes as
+    plain integers, which fixes the symbolic batch dimension to the example's (transformer MLPs
+    and ``nn.MultiheadAttention`` projections, ConvNeXt's channels-last MLP). Same arithmetic.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in (F.linear, torch._C._nn.linear) and args and isinstance(args[0], torch.Tensor) and args[0].dim() > 2:
+            x, weight = args[0], args[1] if len(args) > 1 else kwargs["weight"]
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            flat = func(x.reshape(-1, x.shape[-1]), weight, bias)
+            return flat.reshape(*x.shape[:-1], flat.shape[-1])
+        return func(*args, **kwargs)
 
 
 def to_onnx(
@@ -70,6 +208,14 @@ def to_onnx(
         raise
     except Exception as exc:  # noqa: BLE001 - re-raised with the op named
         raise ExportError(f"graph {graph_name!r}: tracing the computation failed: {_explain(exc)}") from exc
+    fixed = static_batch_inputs(gm)
+    if fixed:
+        raise ExportError(
+            f"graph {graph_name!r}: the batch dimension of {', '.join(fixed)} became the constant "
+            f"{example_inputs[0].shape[0]} while tracing{locate_constant_batch(fn, example_inputs)}; an operation reads the batch "
+            "size as a plain Python int (int(x.shape[0]), .item(), a size passed to numpy): compute it with tensor "
+            "ops (x.shape[0] kept symbolic, reshape(-1, ...)), or report the model to opticam-rt"
+        )
     # The exporter warns once per missing torchvision op on every call; none is used here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     batch = torch.export.Dim("batch", min=1, max=65536)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -12,12 +12,21 @@ import torch
 from opticam_rt.bundle import GRAPH_SIGNATURES, Bundle
 from opticam_rt.export.graphs import ExplainerGraphs
 
-#: float32 parity limit, relative to the reference's max |value|.
-PARITY_RTOL = 1e-4
-#: A graph also passes when its error against PyTorch float64 is within this factor of PyTorch
-#: float32's own error against float64 (see docs/decisions.md: ReLU6/ReLU gates that flip under
-#: float32 rounding put PyTorch itself 4e-3 away from float64 on image gradients of real photos).
+#: A graph passes when, in every case and output, its normwise error against PyTorch float64,
+#: ||onnxruntime - reference||_2 / ||reference||_2, is at most this, or FLOOR_FACTOR times PyTorch
+#: float32's own largest normwise error over the cases, up to NORM_CAP. See docs/decisions.md: a
+#: max-relative error failed correct graphs whenever one float32 gate flipped at a
+#: discontinuity (a ReLU, ReLU6 or hardswish-backward mask: one element in 12,736 moved
+#: MobileNetV3's image gradient by 1.2e-2 max-relative), while a normwise error sees that one
+#: element as the small part of the gradient it is. Wrong rules (a sign, a transposed kernel, a
+#: dropped term) read 0.1 to 2 (tests/export/test_export_verify.py).
+NORM_RTOL = 1e-3
+#: PyTorch float32's own normwise error, times this, raises the limit: deep random-weight
+#: networks are chaotic in float32 (VGG-16-BN's Opti-CAM step: PyTorch float32 is 1.3e-2 from
+#: float64 on real photos, ONNX Runtime 2.7e-2) ...
 FLOOR_FACTOR = 4.0
+#: ... but never above this, so a noisy reference cannot excuse a grossly wrong graph.
+NORM_CAP = 5e-2
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -27,33 +36,62 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return diff / scale if scale > 0 else diff
 
 
+def norm_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """||actual - expected||_2 / ||expected||_2 in float64 (absolute when expected is all zeros)."""
+    expected = np.asarray(expected, dtype=np.float64)
+    scale = float(np.linalg.norm(expected.ravel()))
+    diff = float(np.linalg.norm((np.asarray(actual, dtype=np.float64) - expected).ravel()))
+    return diff / scale if scale > 0 else diff
+
+
 @dataclass
 class GraphCheck:
-    """Verification of one graph. ``errors`` maps case name -> max relative error over outputs."""
+    """Verification of one graph; every dict maps case name -> the worst output of that case.
+
+    ``norm_errors``: ONNX Runtime's normwise error against float64 (the criterion);
+    ``norm_floors``: PyTorch float32's own; ``errors``/``floors``: the same as max-relative
+    errors, reported for comparison with PyTorch's own rounding.
+    """
 
     name: str
     errors: dict[str, float] = field(default_factory=dict)
     floors: dict[str, float] = field(default_factory=dict)
+    norm_errors: dict[str, float] = field(default_factory=dict)
+    norm_floors: dict[str, float] = field(default_factory=dict)
     checker: str = "not run"
     ops: list[str] = field(default_factory=list)
     trt_issues: list[str] = field(default_factory=list)
 
     @property
     def max_error(self) -> float:
+        """Largest max-relative error over the cases."""
         return max(self.errors.values(), default=0.0)
 
     @property
     def floor(self) -> float:
-        """PyTorch float32's own largest relative error against float64 over the cases."""
+        """PyTorch float32's own largest max-relative error against float64 over the cases."""
         return max(self.floors.values(), default=0.0)
 
     @property
+    def norm_error(self) -> float:
+        """Largest normwise error over the cases: what the criterion reads."""
+        return max(self.norm_errors.values(), default=0.0)
+
+    @property
+    def norm_floor(self) -> float:
+        """PyTorch float32's own largest normwise error over the cases."""
+        return max(self.norm_floors.values(), default=0.0)
+
+    @property
     def limit(self) -> float:
-        return max(PARITY_RTOL, FLOOR_FACTOR * self.floor)
+        """NORM_RTOL, raised to FLOOR_FACTOR x PyTorch float32's largest normwise error over the
+        cases, capped at NORM_CAP. Over all cases, not per case: float32 gate flips land on
+        random cases, so PyTorch may be spared on the very case where ONNX Runtime is not."""
+        return min(max(NORM_RTOL, FLOOR_FACTOR * self.norm_floor), NORM_CAP)
 
     @property
     def passed(self) -> bool:
-        return self.checker == "ok" and self.max_error <= self.limit
+        return self.checker == "ok" and self.norm_error <= self.limit
 
 
 @dataclass
@@ -66,14 +104,20 @@ class VerificationReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": bool(self),
-            "parity_rtol": PARITY_RTOL,
+            "criterion": (
+                "every case: normwise error ||ort - torch64|| / ||torch64|| <= limit = min(max("
+                f"{NORM_RTOL}, {FLOOR_FACTOR} x torch float32's largest normwise error over the cases), {NORM_CAP})"
+            ),
             "graphs": {
                 name: {
                     "passed": g.passed,
-                    "max_relative_error": g.max_error,
-                    "errors": g.errors,
-                    "torch_float32_floor": g.floors,
+                    "norm_error": g.norm_error,
                     "limit": g.limit,
+                    "norm_errors": g.norm_errors,
+                    "torch_float32_norm_errors": g.norm_floors,
+                    "max_relative_error": g.max_error,
+                    "max_relative_errors": g.errors,
+                    "torch_float32_max_relative_errors": g.floors,
                     "checker": g.checker,
                     "ops": g.ops,
                     "tensorrt_issues": g.trt_issues,
@@ -84,17 +128,19 @@ class VerificationReport:
 
     def format(self) -> str:
         lines = [
-            f"{'graph':<14} {'max rel err':>11} {'torch f32':>10} {'limit':>9}  {'result':<6} {'checker':<7} TensorRT 10 parser"
+            f"{'graph':<14} {'norm err':>9} {'torch f32':>9} {'limit':>8}  {'result':<6} {'max rel':>8} "
+            f"{'torch f32':>9} {'checker':<7} TensorRT 10 parser"
         ]
         for name, g in self.graphs.items():
             trt = "all ops supported" if not g.trt_issues else "; ".join(g.trt_issues)
             lines.append(
-                f"{name:<14} {g.max_error:>11.2e} {g.floor:>10.2e} {g.limit:>9.1e}  "
-                f"{'ok' if g.passed else 'FAIL':<6} {g.checker[:7]:<7} {trt}"
+                f"{name:<14} {g.norm_error:>9.2e} {g.norm_floor:>9.2e} {g.limit:>8.1e}  "
+                f"{'ok' if g.passed else 'FAIL':<6} {g.max_error:>8.2e} {g.floor:>9.2e} {g.checker[:7]:<7} {trt}"
             )
         lines.append(
-            "errors are max |onnxruntime - reference| / max |reference| against PyTorch float64; "
-            f"'torch f32' is PyTorch float32's own error. Verification {'PASSED' if self else 'FAILED'}."
+            "norm err = ||onnxruntime - reference|| / ||reference|| against PyTorch float64, worst case and output "
+            "(the criterion); max rel = max |difference| / max |reference|, for comparison; 'torch f32' is PyTorch "
+            f"float32's own figure. Verification {'PASSED' if self else 'FAILED'}."
         )
         return "\n".join(lines)
 
@@ -181,14 +227,16 @@ def verify_bundle(
     graphs: ExplainerGraphs,
     real_images: np.ndarray | None = None,
     log: Callable[[str], None] | None = None,
+    names: Sequence[str] | None = None,
 ) -> VerificationReport:
     """Run every graph under ONNX Runtime (CPU) and compare with PyTorch eager autograd.
 
-    The reference is PyTorch float64; a graph passes when, in every case, its relative error is
-    at most ``PARITY_RTOL`` or at most ``FLOOR_FACTOR`` times PyTorch float32's own error.
+    The reference is PyTorch float64; a graph passes when, in every case and output, its
+    normwise error is within ``GraphCheck.limit`` (see ``NORM_RTOL``).
 
     Args:
         real_images: optional (M, 3, H, W) pixels in [0, 1]; cases on random pixels always run.
+        names: the graphs to check (default: every graph of the bundle).
     """
     import onnx
     import onnxruntime as ort
@@ -196,7 +244,7 @@ def verify_bundle(
     cases = _reference_cases(graphs, bundle.manifest.num_classes, real_images)
     graphs64 = graphs.to_float64()
     report = VerificationReport({})
-    for name in bundle.manifest.graphs:
+    for name in names or list(bundle.manifest.graphs):
         path = bundle.graph_path(name)
         check = GraphCheck(name)
         try:
@@ -217,7 +265,13 @@ def verify_bundle(
             torch32 = _torch_outputs(graphs, name, feeds, torch.float32)
             check.errors[case] = max(relative_error(a, b) for a, b in zip(got, exact))
             check.floors[case] = max(relative_error(a, b) for a, b in zip(torch32, exact))
+            check.norm_errors[case] = max(norm_error(a, b) for a, b in zip(got, exact))
+            check.norm_floors[case] = max(norm_error(a, b) for a, b in zip(torch32, exact))
+        del session  # one graph's session (and its copy of the weights) alive at a time
         if log:
-            log(f"verified {name}: max relative error {check.max_error:.2e}")
+            log(
+                f"verified {name}: normwise error {check.norm_error:.2e} (limit {check.limit:.1e}), "
+                f"{'ok' if check.passed else 'FAILED'}"
+            )
         report.graphs[name] = check
     return report

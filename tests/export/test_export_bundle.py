@@ -7,11 +7,12 @@ import json
 import numpy as np
 import onnx
 import pytest
+import torch
+from export_helpers import PARITY_RTOL
 from nets import TINY_NETS
 
 import opticam_rt
 from opticam_rt.bundle import GRAPH_SIGNATURES, MANIFEST, SCHEMA_VERSION, WEIGHTS, sha256_file
-from opticam_rt.export.verify import PARITY_RTOL
 from opticam_rt.export.weights import INLINE_LIMIT_BYTES
 
 GRAPHS = list(GRAPH_SIGNATURES)
@@ -123,3 +124,22 @@ def test_weights_stored_once(tiny_bundle) -> None:
     # The graphs load their weights from weights.bin.
     offset = int(next(iter(next(iter(places.values()))))[1])
     assert weights[offset : offset + fc1.nbytes] in layouts
+
+
+def test_prepare_model_shares_weights_and_leaves_the_caller_alone() -> None:
+    """The export's frozen eval-mode copy aliases the caller's parameters (weights held once)
+    without changing the caller's mode or requires_grad; the float64 reference converts them."""
+    from opticam_rt.export import build_graphs, prepare_model
+
+    net = TINY_NETS["conv"]
+    model = net.build().train()
+    frozen = prepare_model(model)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
+    assert all(a.data_ptr() == b.data_ptr() for a, b in zip(model.parameters(), frozen.parameters()))
+    graphs, _, _ = build_graphs(model, net.tap, net.input_size, net.mean, net.std)
+    reference = graphs.to_float64()
+    assert {p.dtype for p in reference.model.parameters()} == {torch.float64}
+    assert all(p.dtype == torch.float32 for p in graphs.model.parameters())
+    x = torch.rand(2, 3, *net.input_size, dtype=torch.float64)
+    assert torch.allclose(reference.logits(x), graphs.logits(x.float()).double(), rtol=1e-4, atol=1e-5)

@@ -152,7 +152,8 @@ def test_layers_module_factory_lists_shapes_and_calls(monkeypatch) -> None:
     result = invoke("layers", "--model", "nets:branch_net", "--input-size", "24")
     assert result.exit_code == 0, result.output
     rows = [line.split(None, 1) for line in result.stdout.splitlines()]
-    listed = {name: shape.strip() for name, shape in rows}
+    listed = {name: shape.replace("(--layer auto)", "").strip() for name, shape in rows}
+    assert [name for name, shape in rows if "(--layer auto)" in shape] == ["act@1"]
     assert listed["stem"] == "(6, 24, 24)"
     assert listed["act@0"] == "(6, 24, 24)"
     assert listed["act@1"] == "(8, 6, 6)"
@@ -162,12 +163,15 @@ def test_layers_module_factory_lists_shapes_and_calls(monkeypatch) -> None:
     assert names.index("act@0") < names.index("pool") < names.index("act@1")  # execution order
 
     data = json.loads(invoke("layers", "--model", "nets:branch_net", "--input-size", "24", "--format", "json").stdout)
-    assert {"layer": "act@1", "shape": [8, 6, 6]} in data
+    assert {"layer": "act@1", "shape": [8, 6, 6], "auto": True} in data
 
 
 def test_layers_file_factory_default_size(factory_file) -> None:
     result = invoke("layers", "--model", f"{factory_file}:build", "--format", "json")
-    assert json.loads(result.stdout) == [{"layer": "conv", "shape": [4, 224, 224]}, {"layer": "act", "shape": [4, 224, 224]}]
+    assert json.loads(result.stdout) == [
+        {"layer": "conv", "shape": [4, 224, 224]},
+        {"layer": "act", "shape": [4, 224, 224], "auto": True},
+    ]
 
 
 def test_layers_marks_the_builtin_default_tap(effnet_recipe) -> None:
@@ -236,3 +240,50 @@ def test_top_level_help_does_not_import_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_export_auto_layer_non_square_input(factory_file, tmp_path) -> None:
+    """``--layer auto`` picks the last feature map; ``--input-size HxW`` is height first, and the
+    bundle explains non-square images."""
+    import numpy as np
+
+    from opticam_rt.runtime import Explainer
+
+    out = tmp_path / "bundle"
+    result = invoke("export", "--model", f"{factory_file}:build", "--layer", "auto", "--input-size", "12x20",
+                    "--mean", "0.5", "--std", "0.25", "-o", out, "--format", "json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["verification"]["passed"] is True
+    m = load_bundle(out).manifest
+    assert (m.input_size, m.tap_layer, m.tap_shape, m.tap_tokens) == ((12, 20), "act@0", (4, 12, 20), None)
+    images = np.random.default_rng(0).random((2, 3, 12, 20), dtype=np.float32)
+    with Explainer(out, backend="ort-cpu") as explainer:
+        maps = explainer.explain(images, method="grad-cam").maps
+    assert maps.shape == (2, 12, 20) and np.isfinite(maps).all()
+
+
+@pytest.mark.parametrize("size", ["224x", "x224", "0", "224x320x3", "big"])
+def test_bad_input_size_is_an_input_error_before_any_work(factory_file, tmp_path, size) -> None:
+    """The console entry point prints it as one line with exit status 2 (tests/export/test_export_staging.py)."""
+    from opticam_rt.errors import InputError
+
+    with pytest.raises(InputError, match=rf"--input-size {size!r} is not a size: use 224 or HxW"):
+        invoke("export", "--model", f"{factory_file}:build", "--layer", "act", "--input-size", size,
+               "--mean", "0.5", "--std", "0.25", "-o", tmp_path / "b")  # fmt: skip
+    assert not (tmp_path / "b").exists()
+
+
+def test_layers_lists_token_layers_with_their_grid(monkeypatch) -> None:
+    """A ViT's token layers are listed with the grid --token-reshape lays them out on; --layer
+    auto marks the last block's first LayerNorm."""
+    monkeypatch.syspath_prepend(str(TESTS_DIR))
+    data = json.loads(invoke("layers", "--model", "arch_zoo:tiny_vit", "--input-size", "32", "--format", "json").stdout)
+    rows = {row["layer"]: row for row in data}
+    assert rows["conv_proj"]["shape"] == [16, 4, 4] and "tokens" not in rows["conv_proj"]
+    last = rows["encoder.layers.encoder_layer_1.ln_1"]
+    assert last == {"layer": "encoder.layers.encoder_layer_1.ln_1", "shape": [17, 16],
+                    "tokens": {"prefix": 1, "grid": [16, 4, 4]}, "auto": True}  # fmt: skip
+    assert [r["layer"] for r in data if r.get("auto")] == ["encoder.layers.encoder_layer_1.ln_1"]
+    text = invoke("layers", "--model", "arch_zoo:tiny_vit", "--input-size", "32").stdout
+    line = next(x for x in text.splitlines() if x.startswith("encoder.layers.encoder_layer_1.ln_1 "))
+    assert "tokens (17, 16) -> (16, 4, 4) with --token-reshape, 1 prefix token(s) dropped  (--layer auto)" in line

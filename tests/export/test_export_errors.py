@@ -207,3 +207,51 @@ def test_altered_file(bundle_copy, name) -> None:
 def test_graph_not_in_bundle(bundle_copy) -> None:
     with pytest.raises(BundleError, match=r"bundle has no graph 'gradcam'"):
         load_bundle(bundle_copy).graph_path("gradcam")
+
+
+# --- token taps and batch dimensions -------------------------------------------------------------
+
+
+def test_token_tap_without_reshape_says_how(tmp_path) -> None:
+    from arch_zoo import tiny_vit
+
+    with pytest.raises(TapError, match=r"outputs tokens \(1, 17, 16\); a transformer tap needs the token reshape \(--token-reshape"):
+        export_bundle(tiny_vit(), tmp_path / "b", "encoder.layers.encoder_layer_1.ln_1", (32, 32), CONV.mean, CONV.std)
+
+
+def test_token_reshape_needs_a_token_layer(tmp_path) -> None:
+    with pytest.raises(TapError, match=r"'block.act@0' outputs shape \(1, 8, 8, 8\); the token reshape needs a token sequence"):
+        export(conv_net(), tmp_path / "b", "block.act", token_reshape=True)
+
+
+def test_token_grid_follows_the_input_aspect() -> None:
+    from opticam_rt.export.tap import TokenGrid
+
+    assert TokenGrid.infer(1 + 14 * 20, (224, 320), "blocks.11.norm1") == TokenGrid(1, 14, 20)
+    assert TokenGrid.infer(5 + 4 * 4, (64, 64), "x") == TokenGrid(5, 4, 4)  # class + 4 register tokens
+    assert TokenGrid.infer(196, (224, 224), "x") == TokenGrid(0, 14, 14)  # no class token (pooled ViTs)
+    with pytest.raises(TapError, match=r"outputs 17 tokens: no count of 0-8 class/register tokens .* aspect ratio 32x48"):
+        TokenGrid.infer(17, (32, 48), "x")
+
+
+class FixedBatchNet(torch.nn.Module):
+    """Reads the batch size as a Python int: the traced graph can only take that batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = torch.relu(self.conv(x))
+        return self.fc(f.mean((2, 3)).reshape(int(f.shape[0]), 4))
+
+
+def test_batch_fixed_by_tracing_is_named(tmp_path) -> None:
+    with pytest.raises(ExportError) as info:
+        export_bundle(FixedBatchNet(), tmp_path / "b", "conv", (8, 8), CONV.mean, CONV.std, verify=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("graph 'forward': the batch dimension of input 0 became the constant 2 while tracing in aten.view")
+    assert "test_export_errors.py" in message and "in forward" in message  # the source line
+    assert "reads the batch size as a plain Python int" in message

@@ -1,0 +1,147 @@
+"""Export the full-size architecture families (tests/arch_zoo.py) one at a time and measure them.
+
+For each family: export seconds (tracing and ONNX export of the graphs), verification seconds
+and figures (per graph: normwise error against PyTorch float64 and its limit), peak resident
+memory of the export process, bundle size on disk, and Grad-CAM / Opti-CAM seconds per image on
+ONNX Runtime CPU. Each family runs in its own process, so the peak memory is that export's alone,
+and families never run concurrently. Results are printed as one JSON line per family and a
+Markdown table (docs/models.md).
+
+    python scripts/export_families.py resnet vgg-bn --out /tmp/families [--iterations 100]
+
+Timings are only comparable on an idle machine; the output records the load average before and
+after each family, so a contended run can be recognised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rss_gb() -> float:
+    """This process's resident memory now, in GB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def measure(name: str, out: Path, iterations: int) -> dict:
+    """Export, verify and explain one family in this process."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from arch_zoo import FAMILIES, calibrated
+
+    from opticam_rt.export import export_bundle
+    from opticam_rt.images import sample_photos, to_model_input
+    from opticam_rt.runtime import Explainer
+
+    family = FAMILIES[name]
+    load_before = os.getloadavg()[0]
+    model = calibrated(family.full, family.full_size)
+    params = sum(p.numel() for p in model.parameters())
+    marks: list[tuple[float, str]] = []
+    phases: list[str] = []  # peak resident memory so far at each step: where the peak is reached
+    start = time.perf_counter()
+
+    def log(message: str) -> None:
+        marks.append((time.perf_counter() - start, message))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        phases.append(f"{marks[-1][0]:.0f}s peak {peak:.2f} GB rss {_rss_gb():.2f} GB: {message[:60]}")
+
+    bundle, report = export_bundle(
+        model, out, tap=family.tap_for(model), input_size=family.full_size,
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), model_name=name, force=True,
+        token_reshape=family.token_tap, log=log,
+    )  # fmt: skip
+    total = time.perf_counter() - start
+    exported = max(t for t, m in marks if m.startswith("weights:"))
+    del model
+    photo = next(iter(sample_photos().values()))
+    image = to_model_input(photo, family.full_size)[None]
+    with Explainer(bundle, backend="ort-cpu") as explainer:
+        explainer.explain(image, method="grad-cam")  # sessions created outside the timing
+        t0 = time.perf_counter()
+        explainer.explain(image, method="grad-cam")
+        gradcam = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        explainer.explain(image, method="opti-cam", iterations=iterations)
+        opticam = time.perf_counter() - t0
+    size = sum(f.stat().st_size for f in Path(out).iterdir() if f.is_file())
+    return {
+        "family": name,
+        "parameters": params,
+        "tap": bundle.manifest.tap_layer,
+        "tap_shape": list(bundle.manifest.tap_shape),
+        "export_s": round(exported, 1),
+        "verify_s": round(total - exported, 1),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "bundle_mb": round(size / 1e6, 1),
+        "verified": bool(report),
+        "norm_errors": {g: float(f"{c.norm_error:.2e}") for g, c in report.graphs.items()},
+        "max_relative_errors": {g: float(f"{c.max_error:.2e}") for g, c in report.graphs.items()},
+        "gradcam_s": round(gradcam, 3),
+        "opticam_s": round(opticam, 2),
+        "opticam_iterations": iterations,
+        "phases": phases,
+        "load_before": round(load_before, 1),
+        "load_after": round(os.getloadavg()[0], 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("families", nargs="+")
+    parser.add_argument("--out", type=Path, default=None, help="where bundles go (default: a temporary folder)")
+    parser.add_argument("--iterations", type=int, default=100, help="Opti-CAM iterations per image")
+    parser.add_argument(
+        "--max-gb", type=float, default=10.0,
+        help="data-segment limit of each family's process: a runaway export fails with MemoryError instead of "
+        "taking the machine's memory (the full-size ViT reached 24 GB and was OOM-killed)",
+    )  # fmt: skip
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="families-"))
+    if args.one:
+        limit = int(args.max_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+        print(json.dumps(measure(args.families[0], out / args.families[0], args.iterations)), flush=True)
+        return
+    rows = []
+    for name in args.families:  # one process per family, one after the other
+        command = [sys.executable, __file__, name, "--one", "--out", str(out), "--iterations", str(args.iterations),
+                   "--max-gb", str(args.max_gb)]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or [f"(no output; exit status {done.returncode})"])[-1]
+            rows.append({"family": name, "error": tail})
+            print(json.dumps(rows[-1]), flush=True)
+            continue
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    print("\n| family | params | tap | export s | verify s | peak GB | bundle MB | verified (worst normwise error) "
+          "| Grad-CAM s | Opti-CAM s | load before/after |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['family']} | | | | | | | **error**: {r['error']} | | | |")
+            continue
+        worst = max(r["norm_errors"].values())
+        print(
+            f"| {r['family']} | {r['parameters'] / 1e6:.1f} M | `{r['tap']}` {tuple(r['tap_shape'])} | {r['export_s']} "
+            f"| {r['verify_s']} | {r['peak_rss_gb']} | {r['bundle_mb']} | {'yes' if r['verified'] else 'NO'} ({worst:.1e}) "
+            f"| {r['gradcam_s']} | {r['opticam_s']} ({r['opticam_iterations']} it.) | {r['load_before']} / {r['load_after']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
