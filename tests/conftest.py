@@ -8,6 +8,7 @@ This directory is on ``sys.path`` during the tests, so ``import nets`` gives the
 from __future__ import annotations
 
 import pytest
+import tiny_runtime_net
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +53,9 @@ def effnet_bundle(effnet_recipe, tmp_path_factory):
         model_spec="efficientnet-lite0",
         verify=True,
     )
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The tiny runtime net's bundle directory (tests/tiny_runtime_net.py), exported once per session."""
+    return str(tiny_runtime_net.tiny_bundle_at(tmp_path_factory.getbasetemp()).path)

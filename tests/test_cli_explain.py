@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny_runtime_net
 from click.testing import CliRunner
 from PIL import Image
 
@@ -25,11 +24,6 @@ from opticam_rt.runtime import METHOD_NAMES
 SAME_PIXELS_MAP_ATOL = 1e-6
 
 RECORD_KEYS = {"image", "method", "target", "class_name", "score", "masked_score", "seconds", "map", "overlay"}
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(tiny_runtime_net.tiny_bundle_at(tmp_path_factory.getbasetemp()).path)
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny_runtime_net
 from PIL import Image
 
 from opticam_rt.cli import EXIT_CRASH, EXIT_ERROR, EXIT_SOME_FAILED, main
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(tiny_runtime_net.tiny_bundle_at(tmp_path_factory.getbasetemp()).path)
 
 
 @pytest.fixture

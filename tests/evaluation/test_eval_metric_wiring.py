@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny_runtime_net
 from click.testing import CliRunner
 from PIL import Image
 
@@ -17,11 +16,6 @@ from opticam_rt.evaluation.metric_names import METRICS
 from opticam_rt.evaluation.records import RecordStore
 from opticam_rt.evaluation.report import METRIC_ORDER
 from opticam_rt.evaluation.runner import ALL_METRICS
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(tiny_runtime_net.tiny_bundle_at(tmp_path_factory.getbasetemp()).path)
 
 
 @pytest.fixture

@@ -7,17 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny_runtime_net
 from click.testing import CliRunner
 from PIL import Image
 
 from opticam_rt.cli import cli
 from opticam_rt.evaluation.records import RecordStore
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(tiny_runtime_net.tiny_bundle_at(tmp_path_factory.getbasetemp()).path)
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-import tiny_runtime_net
 
 #: Ray against one process on the same batches: the same ONNX Runtime graphs on the same inputs,
 #: only the thread count differs (1 per actor vs the default); bit-identical results were seen,
@@ -94,11 +93,6 @@ def ray_config():
         return RayConfig(**{**base, **fields})
 
     return make
-
-
-@pytest.fixture(scope="session")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(tiny_runtime_net.tiny_bundle_at(tmp_path_factory.getbasetemp()).path)
 
 
 @pytest.fixture(scope="session")
