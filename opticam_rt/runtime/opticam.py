@@ -34,6 +34,9 @@ class Adam:
     """Adam (Kingma & Ba 2015) on u (N, K) with a step count per row, so rows can stop early.
 
     Same update and defaults as ``torch.optim.Adam`` (betas 0.9/0.999, eps 1e-8, bias correction).
+    The bias corrections use running products beta^t in float32 rather than a power, so the
+    explainer graph's Loop (export/explainer_graphs.py) can repeat them bit for bit: ONNX
+    Runtime's float Pow and NumPy's differ in the last bit for some t.
     """
 
     lr: float
@@ -45,15 +48,18 @@ class Adam:
         self.m = np.zeros(shape, dtype=np.float32)
         self.v = np.zeros(shape, dtype=np.float32)
         self.t = np.zeros(shape[0], dtype=np.int64)
+        self.beta1_t = np.ones(shape[0], dtype=np.float32)
+        self.beta2_t = np.ones(shape[0], dtype=np.float32)
 
     def step(self, u: np.ndarray, grad: np.ndarray, rows: np.ndarray) -> None:
         """Descend ``grad`` (len(rows), K) on ``u[rows]`` in place."""
         self.t[rows] += 1
-        t = self.t[rows][:, None].astype(np.float32)
+        self.beta1_t[rows] *= np.float32(self.beta1)
+        self.beta2_t[rows] *= np.float32(self.beta2)
         self.m[rows] = self.beta1 * self.m[rows] + (1 - self.beta1) * grad
         self.v[rows] = self.beta2 * self.v[rows] + (1 - self.beta2) * grad * grad
-        m_hat = self.m[rows] / (1 - self.beta1**t)
-        v_hat = self.v[rows] / (1 - self.beta2**t)
+        m_hat = self.m[rows] / (1 - self.beta1_t[rows][:, None])
+        v_hat = self.v[rows] / (1 - self.beta2_t[rows][:, None])
         u[rows] -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
 
 
