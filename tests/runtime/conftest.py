@@ -35,6 +35,12 @@ FLOOR_FACTOR = 4.0
 OPTI_E2E_CORR = 0.95
 OPTI_E2E_OBJ_RTOL = 0.07
 OPTI_E2E_METRIC_POINTS = 2.0
+#: Opti-CAM's explainer-graph Loop against the host loop over the paper's 100 steps: the same
+#: ONNX Runtime kernels in the same order and the same Adam arithmetic (running beta^t products),
+#: so traces agree to rounding of the final map only. Before the body kept its shapes and Adam
+#: its products, 100 steps had spread them to map correlations of 0.92-0.97 on EfficientNet.
+LOOP_TRACE_RTOL = 1e-5
+LOOP_MAP_CORR = 0.999
 #: Adam against torch.optim.Adam over a few steps (float32).
 ADAM_RTOL = 1e-6
 
@@ -83,7 +89,7 @@ def tol() -> SimpleNamespace:
     """The tolerances above (tests read them from here, never hard-code their own)."""
     names = (
         "MAP_CORR_MIN", "TINY_MAP_ATOL", "STEP_RTOL", "FLOOR_FACTOR", "OPTI_E2E_CORR",
-        "OPTI_E2E_OBJ_RTOL", "OPTI_E2E_METRIC_POINTS", "ADAM_RTOL",
+        "OPTI_E2E_OBJ_RTOL", "OPTI_E2E_METRIC_POINTS", "ADAM_RTOL", "LOOP_TRACE_RTOL", "LOOP_MAP_CORR",
     )
     return SimpleNamespace(**{n: globals()[n] for n in names})
 

@@ -1,8 +1,8 @@
 """The explainer graphs on EfficientNet-Lite0 and real photos against the host pipeline (issue 11's
-acceptance): Grad-CAM family maps to 1e-5; Opti-CAM maps by correlation and AD/AI/AG.
+acceptance): Grad-CAM family maps to 1e-5; Opti-CAM's trace, maps (by correlation) and AD/AI/AG.
 
 Opti-CAM runs 20 steps by default like test_rt_opticam_e2e.py (OPTICAM_RT_E2E_ITERS=100 for the
-paper's setting); the comparison is loose because Adam amplifies rounding (docs/decisions.md).
+paper's setting).
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ pytestmark = pytest.mark.slow
 ITERATIONS = int(os.environ.get("OPTICAM_RT_E2E_ITERS", "20"))
 #: Grad-CAM family maps, graph vs host (issue 11: 1e-5).
 MAP_ATOL = 1e-5
-#: Opti-CAM: the smallest per-image map correlation allowed (issue 11: 0.85; the mean is held to
-#: the suite's OPTI_E2E_CORR).
-OPTI_MIN_CORR = 0.85
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +45,8 @@ def test_opticam_graph_against_host_loop(graph, effnet_ort, effnet_images, tol, 
     # Step 0 evaluates u = 0 in both: tight.
     assert check.relative_error(out.loss[0], host.trace[:, 0]) <= tol.STEP_RTOL
     corr = check.correlations(out.map, host.maps)
-    assert corr.mean() >= tol.OPTI_E2E_CORR and corr.min() >= OPTI_MIN_CORR, corr
-    final, expected = out.loss[-1].astype(np.float64), host.trace[:, -1].astype(np.float64)
-    assert (np.abs(final - expected) <= tol.OPTI_E2E_OBJ_RTOL * np.abs(expected)).all(), (final, expected)
+    assert corr.min() >= tol.LOOP_MAP_CORR, corr  # issue 11 asked for mean >= 0.95, min >= 0.85
+    np.testing.assert_allclose(out.loss.T, host.trace, rtol=tol.LOOP_TRACE_RTOL)
     ours = classification_metrics(out.score, out.masked_score)
     theirs = classification_metrics(host.scores, host.masked_scores)
     for key in ("AD", "AI", "AG"):
