@@ -11,7 +11,7 @@ Run: ``python -m pytest benchmarks/bench_scale.py --benchmark-only`` (needs opti
   user gets without ``--backend`` (``auto``: OpenVINO for both methods on a CPU machine).
 * ``single``: ``runtime.files.explain_files`` with one Explainer (default threads: all cores).
   ``ray``: ``scale.explain_files_on_ray`` on a pool of one actor per core (1 CPU, 1 thread
-  each), started once before timing: Ray's start-up (10-20 s, paid once per run) is reported
+  each), started once before timing: Ray's start-up (4-20 s, paid once per run) is reported
   separately as ``ray_startup_s``, not in the rate. Each actor is warmed up on one batch first
   (sessions made, OpenVINO's per-shape compile done), as the single process is.
 * Ray's own overhead (shipping files and maps, scheduling, the driver writing outputs) is
@@ -35,7 +35,8 @@ BATCH = int(os.environ.get("OPTICAM_RT_BENCH_SCALE_BATCH", "8"))
 ITERS = int(os.environ.get("OPTICAM_RT_BENCH_SCALE_ITERS", "20"))
 ROUNDS = int(os.environ.get("OPTICAM_RT_BENCH_ROUNDS", "3"))
 CASES = {"grad-cam": {}, "opti-cam": {"iterations": ITERS}}
-BACKENDS = [b.strip() for b in os.environ.get("OPTICAM_RT_BENCH_SCALE_BACKENDS", "ort-cpu,auto").split(",") if b.strip()]
+BACKENDS = [b.strip() for b in os.environ.get("OPTICAM_RT_BENCH_SCALE_BACKENDS", "ort-cpu,auto").split(",")
+            if b.strip()]
 
 @pytest.fixture(scope="module")
 def image_files(tmp_path_factory) -> list[str]:
