@@ -21,7 +21,8 @@ class RayConfig:
         initialised in this process, that instance is used and left running.
     actors: explainer actors, each holding one loaded bundle (None: as many as the cluster's
         free CPUs allow at ``cpus_per_actor`` each).
-    cpus_per_actor: CPUs Ray reserves per actor; also its ONNX Runtime thread count (rounded up).
+    cpus_per_actor: CPUs Ray reserves per actor; also its ONNX Runtime or OpenVINO thread count
+        (rounded up; OpenVINO then leaves its threads unpinned, see ``OvRunner.config``).
     max_retries: times one batch is run again after its actor died; past that the run fails.
     batch_timeout_s: an actor that has not finished a batch for this long is killed and its
         batches retried (None: no limit).

@@ -114,6 +114,21 @@ def read_contents(paths: list[str]) -> list[bytes | None]:
     return out
 
 
+def next_slot(load: list[int], depth: int = DEPTH) -> int | None:
+    """The actor the next batch goes to: the least loaded (the first of those on a tie), or None
+    when every actor already has ``depth`` batches.
+
+    Breadth-first, so every idle actor gets a batch before any actor gets a second one to queue:
+    filling one actor up to ``depth`` first would leave the others idle whenever there are no
+    more batches than ``depth`` per actor (2 batches on 2 actors ran one after the other on the
+    first actor).
+    """
+    if not load:
+        return None
+    slot = min(range(len(load)), key=load.__getitem__)
+    return slot if load[slot] < depth else None
+
+
 @dataclass
 class PoolStats:
     """What happened during a run: actors started (replacements included), batches retried."""
@@ -229,15 +244,14 @@ class RayBatchExecutor:
         load = [0] * len(self.actors)
         since = [time.monotonic()] * len(self.actors)  # last submission to an idle actor or last result
         while queue or inflight:
-            for slot in range(len(self.actors)):
-                while queue and load[slot] < DEPTH:
-                    i = queue.popleft()
-                    name, args = call(i)
-                    actor = self.actors[slot]
-                    inflight[getattr(actor, name).remote(*args)] = (i, slot, actor)
-                    if load[slot] == 0:
-                        since[slot] = time.monotonic()
-                    load[slot] += 1
+            while queue and (slot := next_slot(load)) is not None:
+                i = queue.popleft()
+                name, args = call(i)
+                actor = self.actors[slot]
+                inflight[getattr(actor, name).remote(*args)] = (i, slot, actor)
+                if load[slot] == 0:
+                    since[slot] = time.monotonic()
+                load[slot] += 1
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=POLL_S)
             for ref in ready:
                 i, slot, actor = inflight.pop(ref)

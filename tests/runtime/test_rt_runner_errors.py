@@ -39,3 +39,19 @@ def test_openvino_refusal_is_a_bundle_error(tiny_bundle, tiny_images, monkeypatc
         runner.infer("forward", {"image": np.ascontiguousarray(tiny_images[:2])})
     message = str(info.value)
     assert str(tiny_bundle.graph_path("forward")) in message and "for batch 2" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("threads", "cores", "pinning"), [
+    (None, 2, None),  # all cores: OpenVINO's default (pinned)
+    (2, 2, None),
+    (1, 2, False),  # a share of the machine (a Ray actor): not pinned, or every such process sits on core 0
+    (4, 16, False),
+    (1, 1, None),
+])
+def test_openvino_pins_threads_only_when_it_has_every_core(tiny_bundle, monkeypatch, threads, cores, pinning):
+    from opticam_rt.runtime import openvino_runner
+
+    monkeypatch.setattr(openvino_runner, "usable_cores", lambda: cores)
+    config = openvino_runner.OvRunner(tiny_bundle, threads=threads).config()
+    assert config.get("ENABLE_CPU_PINNING") is pinning
+    assert config.get("INFERENCE_NUM_THREADS") == threads

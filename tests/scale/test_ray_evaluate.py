@@ -130,6 +130,26 @@ def _dies_once(flag: str) -> type:
     return DiesOnce
 
 
+def test_batches_are_spread_over_the_actors(ray_cluster, ray_config, bundle_dir) -> None:
+    """Two batches on two actors run on both (they once both went to the first actor, which ran
+    them one after the other while the second sat idle), four run two on each."""
+    from opticam_rt.scale import RayBatchExecutor
+
+    ray_cluster.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with RayBatchExecutor(bundle_dir, ray_config(actors=2), worker=_SaysWho) as executor:
+        for count in (2, 4):
+            who: dict[int, int] = {}
+            executor.run(count, lambda i: ("who", ()), lambda i, pid: who.__setitem__(i, pid))
+            assert sorted(who) == list(range(count))
+            pids = list(who.values())
+            assert len(set(pids)) == 2 and all(pids.count(p) == count // 2 for p in pids), who
+
+
+class _SaysWho(ExplainerWorker):
+    def who(self) -> int:
+        return os.getpid()
+
+
 def test_stuck_actor_is_killed_and_its_batches_retried(ray_cluster, ray_config, bundle_dir, photo_dir, single_process,
                                                        tmp_path, same_records) -> None:
     """An actor that stops making progress (here: its first batch sleeps) is killed after
