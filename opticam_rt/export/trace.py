@@ -219,8 +219,8 @@ def unbroadcast_matmuls(gm: torch.fx.GraphModule) -> int:
     materialises W once per batch entry: for ViT-B/16's in-projection (768 x 2304) over 197
     tokens, 1.39 GB per block, plus as much again for its transpose in every backward graph,
     alive from the forward part to the backward part (the full-size ViT's verification reached
-    24 GB). ``x.reshape(B * m, k) @ W`` computes the same sums in the same order per element.
-    With the broadcast matrix on the left, ``M @ y[i]`` is ``(y^T @ M^T)^T``.
+    24 GB). ``x.reshape(B * m, k) @ W`` computes the same dot products (the BLAS
+    may block the sums differently: float32 rounding only). With the broadcast matrix on the left, ``M @ y[i]`` is ``(y^T @ M^T)^T``.
     """
     graph = gm.graph
     count = 0
