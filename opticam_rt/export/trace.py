@@ -219,8 +219,9 @@ def unbroadcast_matmuls(gm: torch.fx.GraphModule) -> int:
     materialises W once per batch entry: for ViT-B/16's in-projection (768 x 2304) over 197
     tokens, 1.39 GB per block, plus as much again for its transpose in every backward graph,
     alive from the forward part to the backward part (the full-size ViT's verification reached
-    24 GB). ``x.reshape(B * m, k) @ W`` computes the same dot products (the BLAS
-    may block the sums differently: float32 rounding only). With the broadcast matrix on the left, ``M @ y[i]`` is ``(y^T @ M^T)^T``.
+    24 GB). ``x.reshape(B * m, k) @ W`` computes the same dot products (the BLAS may block the
+    sums differently: float32 rounding only). With the broadcast matrix on the left,
+    ``M @ y[i]`` is ``(y^T @ M^T)^T``.
     """
     graph = gm.graph
     count = 0
@@ -268,7 +269,8 @@ def _as_matrix(graph: torch.fx.Graph, source: torch.fx.Node, transposed: bool) -
     shape = source.meta["val"].shape
     matrix = source
     if len(shape) > 2:
-        matrix = graph.call_function(torch.ops.aten.view.default, (source, [_size_arg(graph, source, -2), _size_arg(graph, source, -1)]))
+        sizes = [_size_arg(graph, source, -2), _size_arg(graph, source, -1)]
+        matrix = graph.call_function(torch.ops.aten.view.default, (source, sizes))
     if transposed:
         matrix = graph.call_function(torch.ops.aten.permute.default, (matrix, [1, 0]))
     return matrix
