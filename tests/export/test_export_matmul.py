@@ -27,11 +27,12 @@ class Mixer(nn.Module):
         self.attention = nn.MultiheadAttention(dim, 3, batch_first=True)
         self.right = nn.Parameter(torch.randn(dim, 7) / dim**0.5)  # (N, T, D) transposed @ (D, 7)
         self.left = nn.Parameter(torch.randn(4, tokens) / tokens**0.5)  # (4, T) @ (N, T, 7)
+        self.stacked = nn.Parameter(torch.randn(1, 7, 7) / 7**0.5)  # (N, T, 7) @ (1, 7, 7)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y, _ = self.attention(x, x, x, need_weights=False)
         z = torch.matmul(y.transpose(1, 2).transpose(1, 2), self.right)  # a non-contiguous input
-        z = torch.matmul(z.transpose(0, 1).contiguous().transpose(0, 1), self.right.new_ones(7, 7))
+        z = torch.matmul(z.transpose(0, 1).contiguous().transpose(0, 1), self.stacked)
         return torch.matmul(self.left, torch.tanh(z))  # (N, 4, 7)
 
 
