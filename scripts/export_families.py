@@ -39,13 +39,13 @@ def _rss_gb() -> float:
 def measure(name: str, out: Path, iterations: int) -> dict:
     """Export, verify and explain one family in this process."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from arch_zoo import FAMILIES, calibrated
+    from arch_zoo import VARIANTS, calibrated
 
     from opticam_rt.export import export_bundle
     from opticam_rt.images import sample_photos, to_model_input
     from opticam_rt.runtime import Explainer
 
-    family = FAMILIES[name]
+    family = VARIANTS[name]
     load_before = os.getloadavg()[0]
     model = calibrated(family.full, family.full_size)
     params = sum(p.numel() for p in model.parameters())

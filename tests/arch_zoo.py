@@ -13,6 +13,7 @@ few train-mode passes on random pixels (as a user's freshly built model would ha
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -577,6 +578,21 @@ FAMILIES: dict[str, Family] = {
         tap=lambda m: f"encoder.layers.encoder_layer_{len(m.encoder.layers) - 1}.ln_1",
         token_tap=True,
     ),
+}
+
+
+#: The full-size variants scripts/export_families.py also runs: the eight families (ResNet-50,
+#: VGG-16-BN, ...) plus the sizes the issue first measured, ResNet-18 and VGG-11-BN. CI's tiny
+#: matrix is FAMILIES alone (the variants' tiny versions would repeat their family's).
+VARIANTS: dict[str, Family] = {
+    **FAMILIES,
+    "resnet18": dataclasses.replace(
+        FAMILIES["resnet"], name="resnet18", full=lambda: ResNet(BasicBlock, [2, 2, 2, 2], [64, 128, 256, 512], 1000)
+    ),
+    "vgg11-bn": dataclasses.replace(
+        FAMILIES["vgg-bn"], name="vgg11-bn",
+        full=lambda: VGG([64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"], 4096, 7, 1000),
+    ),  # fmt: skip
 }
 
 

@@ -35,6 +35,7 @@ def trace(fn: Callable[..., tuple[torch.Tensor, ...]], example_inputs: Sequence[
     """
     gm = _make_fx(fn, example_inputs)
     _drop_restrides(gm)
+    unbroadcast_matmuls(gm)
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm
@@ -158,6 +159,121 @@ def _drop_restrides(gm: torch.fx.GraphModule) -> None:
             view.meta = dict(node.meta)
             node.replace_all_uses_with(view)
             gm.graph.erase_node(node)
+
+
+_VIEWS = (torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default, torch.ops.aten.reshape.default)
+
+
+def _broadcast_matrix(node: object) -> tuple[torch.fx.Node, bool] | None:
+    """(M, transposed) when ``node`` is one 2-D matrix repeated along its leading dimensions.
+
+    ``aten.matmul`` of a (B, m, k) input that it cannot flatten (a transposed or otherwise
+    non-contiguous one, as ``nn.MultiheadAttention``'s batch-first in-projection gives) against
+    a (k, n) weight is traced as ``bmm(x, expand(W, (B, k, n)))``; the backward adds the
+    transpose of that expand. Returns the matrix ``M`` (a node of 2 dims, or 3 with a leading 1)
+    and whether ``node`` holds ``M`` transposed.
+    """
+    transposed = False
+    while isinstance(node, torch.fx.Node) and node.op == "call_function":
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            return None
+        if node.target is torch.ops.aten.permute.default and val.dim() == 3 and list(node.args[1]) == [0, 2, 1]:
+            transposed = not transposed
+        elif node.target in _VIEWS:
+            source = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
+            # Only views that keep the matrix dimensions (merging leading broadcast dimensions).
+            if not isinstance(source, torch.Tensor) or source.dim() < 3:
+                return None
+            if not (_same_int(source.shape[-1], val.shape[-1]) and _same_int(source.shape[-2], val.shape[-2])):
+                return None
+        elif node.target is torch.ops.aten.expand.default:
+            source = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
+            if not isinstance(source, torch.Tensor) or source.dim() < 2 or any(
+                not _same_int(d, 1) for d in source.shape[:-2]
+            ):
+                return None
+            if not (_same_int(source.shape[-1], val.shape[-1]) and _same_int(source.shape[-2], val.shape[-2])):
+                return None
+            return node.args[0], transposed
+        else:
+            return None
+        node = node.args[0]
+    return None
+
+
+def _size_arg(graph: torch.fx.Graph, node: torch.fx.Node, dim: int) -> object:
+    """Dimension ``dim`` of ``node`` as a graph argument: an int, or a ``sym_size`` node."""
+    size = node.meta["val"].shape[dim]
+    if isinstance(size, int):
+        return size
+    out = graph.call_function(torch.ops.aten.sym_size.int, (node, dim))
+    out.meta["val"] = size
+    return out
+
+
+def unbroadcast_matmuls(gm: torch.fx.GraphModule) -> int:
+    """Replace ``bmm`` against one matrix broadcast over the batch by one ``mm``. Returns the count.
+
+    ``bmm(x, expand(W))`` (see :func:`_broadcast_matrix`) exports as an ONNX Expand that
+    materialises W once per batch entry: for ViT-B/16's in-projection (768 x 2304) over 197
+    tokens, 1.39 GB per block, plus as much again for its transpose in every backward graph,
+    alive from the forward part to the backward part (the full-size ViT's verification reached
+    24 GB). ``x.reshape(B * m, k) @ W`` computes the same dot products (the BLAS may block the
+    sums differently: float32 rounding only). With the broadcast matrix on the left,
+    ``M @ y[i]`` is ``(y^T @ M^T)^T``.
+    """
+    graph = gm.graph
+    count = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not torch.ops.aten.bmm.default:
+            continue
+        left, right = node.args[0], node.args[1]
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            continue
+        aten = torch.ops.aten
+        matrix = _broadcast_matrix(right)
+        with graph.inserting_before(node):
+            if matrix is not None and _broadcast_matrix(left) is None:
+                m = _as_matrix(graph, *matrix)
+                flat = graph.call_function(aten.reshape.default, (left, [-1, _size_arg(graph, left, 2)]))
+                product = graph.call_function(aten.mm.default, (flat, m))
+                sizes = [_size_arg(graph, left, 0), _size_arg(graph, left, 1), _size_arg(graph, right, 2)]
+                out = graph.call_function(aten.view.default, (product, sizes))
+            else:
+                matrix = _broadcast_matrix(left)
+                if matrix is None or _broadcast_matrix(right) is not None:
+                    continue
+                # M (m, k) @ y[i] (k, n) = (y[i]^T (n, k) @ M^T (k, m))^T
+                m_t = _as_matrix(graph, matrix[0], not matrix[1])
+                y_t = graph.call_function(aten.permute.default, (right, [0, 2, 1]))
+                flat = graph.call_function(aten.reshape.default, (y_t, [-1, _size_arg(graph, right, 1)]))
+                product = graph.call_function(aten.mm.default, (flat, m_t))
+                sizes = [_size_arg(graph, right, 0), _size_arg(graph, right, 2), _size_arg(graph, left, 1)]
+                back = graph.call_function(aten.view.default, (product, sizes))
+                transposed = graph.call_function(aten.permute.default, (back, [0, 2, 1]))
+                out = graph.call_function(aten.contiguous.default, (transposed,))
+        out.meta["val"] = val
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+        count += 1
+    if count:
+        graph.eliminate_dead_code()
+        gm.recompile()
+    return count
+
+
+def _as_matrix(graph: torch.fx.Graph, source: torch.fx.Node, transposed: bool) -> torch.fx.Node:
+    """``source`` (2-D, or with leading 1s) as a 2-D matrix, transposed if asked."""
+    shape = source.meta["val"].shape
+    matrix = source
+    if len(shape) > 2:
+        sizes = [_size_arg(graph, source, -2), _size_arg(graph, source, -1)]
+        matrix = graph.call_function(torch.ops.aten.view.default, (source, sizes))
+    if transposed:
+        matrix = graph.call_function(torch.ops.aten.permute.default, (matrix, [1, 0]))
+    return matrix
 
 
 def _same_int(a: object, b: object) -> bool:

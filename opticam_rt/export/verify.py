@@ -228,6 +228,7 @@ def verify_bundle(
     real_images: np.ndarray | None = None,
     log: Callable[[str], None] | None = None,
     names: Sequence[str] | None = None,
+    seed: int = 0,
 ) -> VerificationReport:
     """Run every graph under ONNX Runtime (CPU) and compare with PyTorch eager autograd.
 
@@ -237,11 +238,12 @@ def verify_bundle(
     Args:
         real_images: optional (M, 3, H, W) pixels in [0, 1]; cases on random pixels always run.
         names: the graphs to check (default: every graph of the bundle).
+        seed: of the random images, cotangents and Opti-CAM weights of the cases.
     """
     import onnx
     import onnxruntime as ort
 
-    cases = _reference_cases(graphs, bundle.manifest.num_classes, real_images)
+    cases = _reference_cases(graphs, bundle.manifest.num_classes, real_images, seed)
     graphs64 = graphs.to_float64()
     report = VerificationReport({})
     for name in names or list(bundle.manifest.graphs):

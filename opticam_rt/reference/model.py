@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -16,15 +16,27 @@ class TorchClassifier:
 
     Args:
         tap: module path with an optional ``@i`` call index (``_swish@1``).
+        tokens: for a transformer tap whose output is tokens (N, T, D), the manifest's
+            ``tap_tokens`` ({"prefix", "height", "width"}): the first ``prefix`` tokens are
+            dropped and the rest, in row-major patch order, laid out as (N, D, height, width).
+            A replacement map goes back in after the tap's own prefix tokens.
     """
 
-    def __init__(self, model: nn.Module, tap: str, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        tap: str,
+        mean: Sequence[float],
+        std: Sequence[float],
+        tokens: Mapping[str, int] | None = None,
+    ) -> None:
         self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         path, _, index = tap.partition("@")
         self.tap_module = dict(self.model.named_modules())[path]
         self.tap_call = int(index) if index else 0
+        self.tokens = None if tokens is None else (int(tokens["prefix"]), int(tokens["height"]), int(tokens["width"]))
         self.mean = torch.tensor(list(mean), dtype=torch.float32).reshape(1, -1, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).reshape(1, -1, 1, 1)
 
@@ -40,8 +52,17 @@ class TorchClassifier:
             calls[0] += 1
             if calls[0] - 1 != self.tap_call:
                 return None
-            seen.append(output if replace is None else replace)
-            return replace
+            # Clones: an in-place op right after the tap (DenseNet's F.relu(..., inplace=True))
+            # would otherwise rewrite the captured map, or write into the replacement leaf.
+            if replace is None:
+                seen.append(self._to_map(output) if self.tokens else output.clone())
+                return None
+            seen.append(replace)
+            if self.tokens:
+                prefix, height, width = self.tokens
+                patches = torch.flatten(replace, 2).transpose(1, 2)  # (N, h*w, D), row-major patches
+                return torch.cat([output[:, :prefix], patches], dim=1)
+            return replace.clone()
 
         handle = self.tap_module.register_forward_hook(hook)
         try:
@@ -50,10 +71,20 @@ class TorchClassifier:
             handle.remove()
         return logits, seen[0]
 
+    def _to_map(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T, D) tokens -> (N, D, height, width) patch map."""
+        prefix, height, width = self.tokens  # type: ignore[misc]
+        if tokens.dim() != 3 or tokens.shape[1] != prefix + height * width:
+            raise ValueError(
+                f"tap output {tuple(tokens.shape)} is not {prefix} prefix tokens plus a {height} x {width} patch grid"
+            )
+        patches = tokens[:, prefix:]
+        return torch.stack([patches[:, r * width : (r + 1) * width].transpose(1, 2) for r in range(height)], dim=2)
+
     @classmethod
     def from_manifest(cls, manifest: "opticam_rt.bundle.Manifest") -> "TorchClassifier":  # noqa: F821
         """Rebuild the PyTorch model a bundle was exported from (its recipe must be importable)."""
         from opticam_rt.export.models import load_recipe
 
         recipe = load_recipe(manifest.model_spec or manifest.model_name)
-        return cls(recipe.build(), manifest.tap_layer, manifest.mean, manifest.std)
+        return cls(recipe.build(), manifest.tap_layer, manifest.mean, manifest.std, manifest.tap_tokens)
