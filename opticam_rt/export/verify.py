@@ -27,8 +27,13 @@ NORM_RTOL = 1e-3
 FLOOR_FACTOR = 4.0
 #: ... but never above this, so a noisy reference cannot excuse a grossly wrong graph.
 NORM_CAP = 5e-2
-
-
+#: PyTorch float32 runs on each case's inputs and on this many copies with every nonzero element
+#: moved to a neighbouring float32 (up or down at random): inputs float32 cannot tell apart. Where
+#: max-pool windows hold near-ties, one such copy moves the float64 gradient itself by up to
+#: 3e-2 (random-weight VGG-11-BN on photos), so a single float32 evaluation that happened to
+#: take every near-tie the float64 way (1.3e-6) set a floor that failed a correct graph
+#: (docs/decisions.md).
+LAST_BIT_COPIES = 3
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     """max |actual - expected| / max |expected| (absolute when expected is all zeros)."""
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
@@ -49,8 +54,9 @@ class GraphCheck:
     """Verification of one graph; every dict maps case name -> the worst output of that case.
 
     ``norm_errors``: ONNX Runtime's normwise error against float64 (the criterion);
-    ``norm_floors``: PyTorch float32's own; ``errors``/``floors``: the same as max-relative
-    errors, reported for comparison with PyTorch's own rounding.
+    ``norm_floors``: PyTorch float32's own, the largest over the case's inputs and their
+    LAST_BIT_COPIES last-bit copies; ``errors``/``floors``: the same as max-relative errors,
+    reported for comparison with PyTorch's own rounding.
     """
 
     name: str
@@ -106,7 +112,8 @@ class VerificationReport:
             "passed": bool(self),
             "criterion": (
                 "every case: normwise error ||ort - torch64|| / ||torch64|| <= limit = min(max("
-                f"{NORM_RTOL}, {FLOOR_FACTOR} x torch float32's largest normwise error over the cases), {NORM_CAP})"
+                f"{NORM_RTOL}, {FLOOR_FACTOR} x torch float32's largest normwise error over the cases, each case's "
+                f"inputs and {LAST_BIT_COPIES} copies moved by one float32 ulp), {NORM_CAP})"
             ),
             "graphs": {
                 name: {
@@ -140,7 +147,7 @@ class VerificationReport:
         lines.append(
             "norm err = ||onnxruntime - reference|| / ||reference|| against PyTorch float64, worst case and output "
             "(the criterion); max rel = max |difference| / max |reference|, for comparison; 'torch f32' is PyTorch "
-            f"float32's own figure. Verification {'PASSED' if self else 'FAILED'}."
+            f"float32's own figure, on the inputs and {LAST_BIT_COPIES} copies one ulp away. Verification {'PASSED' if self else 'FAILED'}."
         )
         return "\n".join(lines)
 
@@ -222,6 +229,22 @@ def _torch_outputs(graphs: ExplainerGraphs, name: str, feeds: dict[str, np.ndarr
     return [o.detach().numpy() for o in out]
 
 
+def last_bit_copy(feeds: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``feeds`` with every nonzero float element moved to an adjacent float32, up or down at random.
+
+    Zeros stay zero (a one-hot cotangent keeps its support). Shapes are unchanged.
+    """
+    moved = {}
+    for name, value in feeds.items():
+        value = np.asarray(value)
+        if value.dtype != np.float32:
+            moved[name] = value
+            continue
+        direction = np.where(rng.random(value.shape) < 0.5, -np.inf, np.inf).astype(np.float32)
+        moved[name] = np.where(value != 0, np.nextafter(value, direction), value).astype(np.float32)
+    return moved
+
+
 def verify_bundle(
     bundle: Bundle,
     graphs: ExplainerGraphs,
@@ -233,7 +256,9 @@ def verify_bundle(
     """Run every graph under ONNX Runtime (CPU) and compare with PyTorch eager autograd.
 
     The reference is PyTorch float64; a graph passes when, in every case and output, its
-    normwise error is within ``GraphCheck.limit`` (see ``NORM_RTOL``).
+    normwise error is within ``GraphCheck.limit`` (see ``NORM_RTOL``). PyTorch float32 runs on
+    each case and on ``LAST_BIT_COPIES`` copies of its inputs one ulp away: how far float32 can
+    legitimately land from float64 there (see ``LAST_BIT_COPIES``).
 
     Args:
         real_images: optional (M, 3, H, W) pixels in [0, 1]; cases on random pixels always run.
@@ -244,6 +269,7 @@ def verify_bundle(
     import onnxruntime as ort
 
     cases = _reference_cases(graphs, bundle.manifest.num_classes, real_images, seed)
+    rng = np.random.default_rng(seed)
     graphs64 = graphs.to_float64()
     report = VerificationReport({})
     for name in names or list(bundle.manifest.graphs):
@@ -264,11 +290,14 @@ def verify_bundle(
             feeds = feeds_by_graph[name]
             got = session.run(None, feeds)
             exact = _torch_outputs(graphs64, name, feeds, torch.float64)
-            torch32 = _torch_outputs(graphs, name, feeds, torch.float32)
             check.errors[case] = max(relative_error(a, b) for a, b in zip(got, exact))
-            check.floors[case] = max(relative_error(a, b) for a, b in zip(torch32, exact))
             check.norm_errors[case] = max(norm_error(a, b) for a, b in zip(got, exact))
-            check.norm_floors[case] = max(norm_error(a, b) for a, b in zip(torch32, exact))
+            check.floors[case] = check.norm_floors[case] = 0.0
+            for copy in range(1 + LAST_BIT_COPIES):
+                inputs = feeds if copy == 0 else last_bit_copy(feeds, rng)
+                torch32 = _torch_outputs(graphs, name, inputs, torch.float32)
+                check.floors[case] = max(check.floors[case], *(relative_error(a, b) for a, b in zip(torch32, exact)))
+                check.norm_floors[case] = max(check.norm_floors[case], *(norm_error(a, b) for a, b in zip(torch32, exact)))
         del session  # one graph's session (and its copy of the weights) alive at a time
         if log:
             log(

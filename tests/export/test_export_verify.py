@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+import torch
 from nets import TINY_NETS
 
 from opticam_rt.bundle import load_bundle, write_manifest
@@ -116,3 +117,62 @@ def test_limit_follows_pytorch_float32_up_to_the_cap():
     check.norm_floors = {"a": 0.5, "b": 1e-6}  # a noisy reference cannot lift the limit past the cap
     check.norm_errors = {"a": 0.2, "b": 1e-6}
     assert check.limit == NORM_CAP and not check.passed
+
+
+def test_last_bit_copy_moves_every_nonzero_float_by_one_ulp():
+    from opticam_rt.export.verify import last_bit_copy
+
+    rng = np.random.default_rng(0)
+    image = np.random.default_rng(1).random((2, 3, 8, 8), dtype=np.float32)
+    image[0, 0, 0, :4] = 0.0
+    onehot = np.eye(4, dtype=np.float32)[[1, 3]]
+    labels = np.array([1, 3], dtype=np.int64)
+    moved = last_bit_copy({"image": image, "cotangent": onehot, "labels": labels}, rng)
+    steps = np.abs(moved["image"].astype(np.float64) - image)
+    nonzero = image != 0
+    ulp_down = image - np.nextafter(image, np.float32(-np.inf))
+    ulp_up = np.nextafter(image, np.float32(np.inf)) - image
+    assert np.all((steps[nonzero] == ulp_down[nonzero]) | (steps[nonzero] == ulp_up[nonzero]))
+    assert np.all(steps[nonzero] > 0) and np.all(moved["image"][~nonzero] == 0)
+    up = moved["image"] > image
+    assert 0.3 < up[nonzero].mean() < 0.7  # both directions, at random
+    assert moved["image"].dtype == np.float32 and moved["image"].shape == image.shape
+    assert np.array_equal(moved["cotangent"] != 0, onehot != 0)  # the one-hot keeps its support
+    assert moved["labels"] is labels  # integers pass through
+
+
+class _KinkNet(torch.nn.Module):
+    """relu(x - at) + x, then a conv (the tap) and a linear head: at x == at the image gradient
+    jumps, so inputs one float32 ulp away have gradients far from float64's at x itself."""
+
+    def __init__(self, at: torch.Tensor) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("at", at)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 3)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.conv(torch.relu(x - self.at) + x)
+        return self.fc(features.mean((2, 3)))
+
+
+def test_pytorch_float32_floor_sees_a_gradient_that_jumps_within_one_ulp(tmp_path):
+    """The floor's last-bit copies find the discontinuity a single float32 evaluation misses:
+    at the kink PyTorch float32 agrees with float64 exactly, one ulp away it does not."""
+    from opticam_rt.export import export_bundle
+
+    photos = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(5))
+    model = _KinkNet(photos[0]).eval()  # photo 0 sits on the kink at every pixel
+    # mean 0 and std 1: the normalised image is the photo itself, bit for bit
+    bundle, _ = export_bundle(model, tmp_path / "kink", tap="conv", input_size=(12, 12), mean=(0.0,) * 3,
+                              std=(1.0,) * 3, verify=False, explainers=False)  # fmt: skip
+    graphs, _, _ = build_graphs(model, "conv", (12, 12), (0.0,) * 3, (1.0,) * 3)
+    check = verify_bundle(bundle, graphs, real_images=photos.numpy(), names=["grad_image"]).graphs["grad_image"]
+    assert check.norm_floors["real-b1"] > 0.1, check.norm_floors  # photo 0, one ulp away: the jump
+    assert max(check.norm_floors["random-b1"], check.norm_floors["random-b3"]) < 1e-5  # no kink there
+    assert check.norm_errors["real-b1"] < 1e-5  # ONNX Runtime computes the kink as float64 does
+    assert check.limit == NORM_CAP and check.passed
