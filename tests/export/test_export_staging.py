@@ -202,8 +202,11 @@ def test_defect11_real_ctrl_c_on_the_command_line(factory, tmp_path) -> None:
     """SIGINT to a running `opticam-rt export`: exit 130 and no bundle, nothing staged."""
     out = tmp_path / "b"
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "PYTHONUNBUFFERED": "1"}
+    # SIGINT as a terminal leaves it: a pytest started in the background (``&``) has it ignored,
+    # and an export rightly keeps an inherited ignore.
     proc = subprocess.Popen([sys.executable, "-c", MAIN, *export_args(factory, out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
             if line.startswith("exported forward"):

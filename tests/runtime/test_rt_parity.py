@@ -59,12 +59,26 @@ def test_effnet_parity_gradient_methods(method, effnet_rt, effnet_torch, effnet_
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-3, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def effnet_torch_one_photo(effnet_torch, effnet_images):
+    """``get(method)``: the PyTorch reference's explanation of the first photo, computed once per
+    method and shared by every backend's test (the reference does not depend on the backend)."""
+    done: dict = {}
+
+    def get(method: str):
+        if method not in done:
+            done[method] = effnet_torch.explain(effnet_images[:1], method=method)
+        return done[method]
+
+    return get
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", PERTURBATION_METHODS)
-def test_effnet_parity_perturbation_methods(method, effnet_rt, effnet_torch, effnet_images, tol, check):
+def test_effnet_parity_perturbation_methods(method, effnet_rt, effnet_torch_one_photo, effnet_images, tol, check):
     """One photo: 1280 masked (Score-CAM) or ablated (Ablation-CAM) passes on each side."""
     a = effnet_rt.explain(effnet_images[:1], method=method)
-    b = effnet_torch.explain(effnet_images[:1], method=method)
+    b = effnet_torch_one_photo(method)
     check.assert_valid_maps(a.maps, 1, (224, 224))
     np.testing.assert_array_equal(a.targets, b.targets)
     corr = check.correlations(a.maps, b.maps)
