@@ -11,11 +11,9 @@ The bundle must come from scripts/export_families.py (same family name, same ran
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 import time
-from copy import deepcopy
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,11 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "export")]
-    import onnx
     from arch_zoo import VARIANTS, calibrated
-    from test_export_verify import MUTATIONS
+    from test_export_verify import MUTATIONS, mutated_copy
 
-    from opticam_rt.bundle import load_bundle, write_manifest
+    from opticam_rt.bundle import load_bundle
     from opticam_rt.export import build_graphs, verify_bundle
     from opticam_rt.export.exporter import _real_images
 
@@ -39,19 +36,13 @@ def main() -> None:
     real = _real_images(family.full_size)
     bundle = load_bundle(source)
     for graph in graph_names:
-        for mutation, mutate in MUTATIONS.items():
+        for mutation in MUTATIONS:
             with tempfile.TemporaryDirectory() as tmp:
-                copy = Path(tmp) / "bundle"
-                shutil.copytree(source, copy)
-                path = copy / bundle.manifest.graphs[graph]
-                onnx_model = onnx.load(str(path), load_external_data=False)
                 try:
-                    mutate(onnx_model, graph)
-                except IndexError:  # e.g. no Add of two computed tensors in a plain VGG
+                    copy = mutated_copy(bundle, graph, mutation, graph, Path(tmp) / "bundle")
+                except IndexError:
                     print(f"{name} {graph} {mutation}: the graph has no node this mutation changes", flush=True)
                     continue
-                onnx.save(onnx_model, str(path))
-                write_manifest(copy, deepcopy(bundle.manifest))
                 start = time.perf_counter()
                 check = verify_bundle(load_bundle(copy), graphs, real, names=[graph]).graphs[graph]
                 print(f"{name} {graph} {mutation}: normwise error {check.norm_error:.2e}, limit {check.limit:.2e} "

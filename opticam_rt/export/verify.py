@@ -34,6 +34,8 @@ NORM_CAP = 5e-2
 #: take every near-tie the float64 way (1.3e-6) set a floor that failed a correct graph
 #: (docs/decisions.md).
 LAST_BIT_COPIES = 3
+
+
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     """max |actual - expected| / max |expected| (absolute when expected is all zeros)."""
     scale = float(np.max(np.abs(expected))) if expected.size else 0.0
@@ -229,6 +231,12 @@ def _torch_outputs(graphs: ExplainerGraphs, name: str, feeds: dict[str, np.ndarr
     return [o.detach().numpy() for o in out]
 
 
+def _worst(metric: Callable[[np.ndarray, np.ndarray], float], outputs: Sequence[np.ndarray],
+           exact: Sequence[np.ndarray]) -> float:  # fmt: skip
+    """The largest ``metric(output, reference)`` over a graph's outputs."""
+    return max(metric(a, b) for a, b in zip(outputs, exact))
+
+
 def last_bit_copy(feeds: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """``feeds`` with every nonzero float element moved to an adjacent float32, up or down at random.
 
@@ -241,7 +249,7 @@ def last_bit_copy(feeds: dict[str, np.ndarray], rng: np.random.Generator) -> dic
             moved[name] = value
             continue
         direction = np.where(rng.random(value.shape) < 0.5, -np.inf, np.inf).astype(np.float32)
-        moved[name] = np.where(value != 0, np.nextafter(value, direction), value).astype(np.float32)
+        moved[name] = np.where(value != 0, np.nextafter(value, direction), value)
     return moved
 
 
@@ -290,14 +298,12 @@ def verify_bundle(
             feeds = feeds_by_graph[name]
             got = session.run(None, feeds)
             exact = _torch_outputs(graphs64, name, feeds, torch.float64)
-            check.errors[case] = max(relative_error(a, b) for a, b in zip(got, exact))
-            check.norm_errors[case] = max(norm_error(a, b) for a, b in zip(got, exact))
-            check.floors[case] = check.norm_floors[case] = 0.0
-            for copy in range(1 + LAST_BIT_COPIES):
-                inputs = feeds if copy == 0 else last_bit_copy(feeds, rng)
-                torch32 = _torch_outputs(graphs, name, inputs, torch.float32)
-                check.floors[case] = max(check.floors[case], *(relative_error(a, b) for a, b in zip(torch32, exact)))
-                check.norm_floors[case] = max(check.norm_floors[case], *(norm_error(a, b) for a, b in zip(torch32, exact)))
+            check.errors[case] = _worst(relative_error, got, exact)
+            check.norm_errors[case] = _worst(norm_error, got, exact)
+            runs = [feeds] + [last_bit_copy(feeds, rng) for _ in range(LAST_BIT_COPIES)]
+            floors = [_torch_outputs(graphs, name, inputs, torch.float32) for inputs in runs]
+            check.floors[case] = max(_worst(relative_error, torch32, exact) for torch32 in floors)
+            check.norm_floors[case] = max(_worst(norm_error, torch32, exact) for torch32 in floors)
         del session  # one graph's session (and its copy of the weights) alive at a time
         if log:
             log(

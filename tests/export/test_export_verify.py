@@ -8,6 +8,7 @@ while the untouched graphs still pass. The criterion's reading is in the report 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from copy import deepcopy
 from typing import Callable
 
@@ -18,7 +19,7 @@ from nets import TINY_NETS
 
 from opticam_rt.bundle import load_bundle, write_manifest
 from opticam_rt.export import build_graphs, verify_bundle
-from opticam_rt.export.verify import NORM_CAP, NORM_RTOL, norm_error
+from opticam_rt.export.verify import NORM_CAP, NORM_RTOL
 
 NET = "branch"  # a residual add and a concat: gradient sums to drop
 
@@ -57,6 +58,21 @@ def _drop_term(model, output: str) -> None:
 MUTATIONS: dict[str, Callable] = {"sign": _flip_sign, "transposed-kernel": _transpose_kernel, "missing-term": _drop_term}
 
 
+def mutated_copy(bundle, graph: str, mutation: str, output: str, dest: Path) -> Path:
+    """A copy of ``bundle`` at ``dest`` whose ``graph`` has ``mutation`` applied before ``output``,
+    its manifest re-hashed so the bundle loads as a whole. IndexError: the graph has no node
+    the mutation changes (no Add of two computed tensors in a plain VGG)."""
+    import onnx
+
+    shutil.copytree(bundle.path, dest)
+    path = dest / bundle.manifest.graphs[graph]
+    model = onnx.load(str(path), load_external_data=False)
+    MUTATIONS[mutation](model, output)
+    onnx.save(model, str(path))
+    write_manifest(dest, deepcopy(bundle.manifest))
+    return dest
+
+
 @pytest.fixture(scope="module")
 def branch_graphs():
     net = TINY_NETS[NET]
@@ -69,18 +85,9 @@ CASES = [("grad_image", m) for m in MUTATIONS] + [("grad_features", "sign"), ("g
 
 @pytest.mark.parametrize(("graph", "mutation"), CASES)
 def test_wrong_backward_graph_fails(tiny_bundle, branch_graphs, tmp_path, mutation, graph):
-    import onnx
-
     bundle, report = tiny_bundle(NET)
     assert report.graphs[graph].passed  # the unmutated graph passes
-    copy = tmp_path / "bundle"
-    shutil.copytree(bundle.path, copy)
-    path = copy / bundle.manifest.graphs[graph]
-    model = onnx.load(str(path), load_external_data=False)
-    output = "grad_image" if graph == "grad_image" else "grad_features"
-    MUTATIONS[mutation](model, output)
-    onnx.save(model, str(path))
-    write_manifest(copy, deepcopy(bundle.manifest))  # re-hashed: the bundle loads as a whole
+    copy = mutated_copy(bundle, graph, mutation, graph, tmp_path / "bundle")
     mutated = verify_bundle(load_bundle(copy), branch_graphs, names=[graph, "forward"])
     check = mutated.graphs[graph]
     assert not check.passed, f"{mutation} on {graph} passed: {mutated.format()}"
