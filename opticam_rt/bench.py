@@ -70,10 +70,14 @@ def run_benchmarks(
 
     images (M, 3, H, W) in [0, 1]; a batch of n uses the first n (cycled when M < n).
     ``method_options``: method -> its options (declared defaults otherwise). The ``torch``
-    reference is always measured when it can be loaded, so ratios exist.
+    reference is always measured when it can be loaded, so ratios exist. ``auto`` resolves per
+    method as ``explain`` resolves it (``runners.resolve_backend``); the floors run on every
+    backend some method resolved to, so each method's loop overhead has its floor.
     """
     from opticam_rt.runtime.explainer import Explainer, method_class
 
+    plan = backend_plan(methods, backends)
+    backends = list(dict.fromkeys(b for chosen in plan.values() for b in chosen))
     names = list(dict.fromkeys([*backends, "torch"]))
     explainers: dict[str, Explainer] = {}
     for name in names:
@@ -91,17 +95,18 @@ def run_benchmarks(
             options = (method_options or {}).get(method, {})
             cheap = {} if method in FLOORS else {**options, **method_class(method).cheap_options}
             calls = FLOOR_BURST if method in FLOORS else 1
-            for name, explainer in explainers.items():  # warm-up: sessions, compiled models, caches
+            timed = {name: e for name, e in explainers.items() if name in plan[method] or name == "torch"}
+            for name, explainer in timed.items():  # warm-up: sessions, compiled models, caches
                 _run(explainer, method, batch, cheap)
             for r in range(repeat):
-                for name, explainer in explainers.items():
+                for name, explainer in timed.items():
                     start = time.perf_counter()
                     for _ in range(calls):
                         _run(explainer, method, batch, options)
                     samples.setdefault((method, name, n), []).append((time.perf_counter() - start) / calls)
                 if log:
                     log(f"{method} b{n} repeat {r + 1}/{repeat}: " + ", ".join(
-                        f"{name} {samples[(method, name, n)][-1]:.3f} s" for name in explainers))
+                        f"{name} {samples[(method, name, n)][-1]:.3f} s" for name in timed))
     for e in explainers.values():
         e.close()
     rows = []
@@ -119,6 +124,21 @@ def run_benchmarks(
             if floor is not None:
                 r.loop_overhead = r.per_iteration_s / floor.median_s
     return rows
+
+
+def backend_plan(methods: Sequence[str], backends: Sequence[str]) -> dict[str, list[str]]:
+    """method -> the backends it is timed on, ``auto`` resolved for that method; floors get every
+    backend a method resolved to (or ``auto`` for the bare network when only floors are asked)."""
+    from opticam_rt.runtime.runners import resolve_backend
+
+    plan = {
+        m: list(dict.fromkeys(resolve_backend(b, m) for b in backends)) for m in methods if m not in FLOORS
+    }
+    floors = list(dict.fromkeys(b for chosen in plan.values() for b in chosen)) or [
+        resolve_backend(b) for b in backends
+    ]
+    plan.update({m: floors for m in methods if m in FLOORS})
+    return plan
 
 
 def _iterations(method: str, options: dict[str, Any]) -> int | None:

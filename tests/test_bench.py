@@ -103,3 +103,24 @@ def test_floors_are_timed_in_bursts(tiny_bundle: Path, monkeypatch: pytest.Monke
     assert calls.count("grad_image") == 1 + 2 * FLOOR_BURST  # warm-up, then 2 bursts
     ort_row = next(r for r in rows if r.backend == "ort-cpu")
     assert ort_row.runs == 2 and ort_row.median_s < 1.0
+
+
+def test_auto_is_the_resolver_explain_uses() -> None:
+    from opticam_rt.bench import backend_plan
+    from opticam_rt.runtime.runners import resolve_backend
+
+    methods = ["floor-forward", "floor-grad", "grad-cam", "score-cam", "opti-cam"]
+    plan = backend_plan(methods, ["auto"])
+    for method in ("grad-cam", "score-cam", "opti-cam"):
+        assert plan[method] == [resolve_backend("auto", method)]
+    # the floors run wherever a method runs, so every loop overhead has its floor
+    chosen = {b for m in ("grad-cam", "score-cam", "opti-cam") for b in plan[m]}
+    assert set(plan["floor-grad"]) == chosen == set(plan["floor-forward"])
+
+
+def test_bench_auto_times_grad_cam_where_explain_runs_it(tiny_bundle: Path) -> None:
+    from opticam_rt.runtime.runners import resolve_backend
+
+    images = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    rows = run_benchmarks(tiny_bundle, ["grad-cam"], ["auto"], [1], images, repeat=1)
+    assert {r.backend for r in rows} == {resolve_backend("auto", "grad-cam"), "torch"}

@@ -17,7 +17,7 @@ def _list(text: str) -> list[str]:
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(file_okay=False), help="Bundle directory.")
 @click.option("--methods", default="floor-forward,floor-grad,grad-cam,opti-cam", show_default=True,
               help="Comma-separated methods; floor-forward / floor-grad time the bare network.")
-@click.option("--backends", default="auto", show_default=True, help="Comma-separated backends (torch is always added).")
+@click.option("--backends", default="auto", show_default=True, help="Comma-separated backends (torch is always added); 'auto' picks per method, as explain does.")
 @click.option("--batch", "batches", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,8.")
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Timed runs per case (median).")
 @method_option_flags()
@@ -45,7 +45,6 @@ def bench(
     from opticam_rt.bundle import load_bundle
     from opticam_rt.errors import InputError
     from opticam_rt.images import sample_photos, to_model_input
-    from opticam_rt.runtime.runners import resolve_backend
 
     method_list = _list(methods)
     runnable = [m for m in method_list if m not in FLOORS]
@@ -65,7 +64,7 @@ def bench(
     rows = run_benchmarks(
         bundle_dir,
         method_list,
-        [resolve_backend(b) for b in _list(backends)],
+        _list(backends),
         batch_list,
         images,
         repeat=repeat,
