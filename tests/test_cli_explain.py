@@ -71,7 +71,9 @@ def test_photo_formats(bundle_dir, chelsea, tmp_path):
         assert RECORD_KEYS <= set(r), set(r)
         assert r["method"] == "grad-cam" and r["backend"] == "ort-cpu"
         assert r["class_name"] == f"class-{r['target']}" and 0 < r["score"] <= 1 and 0 <= r["masked_score"] <= 1
-        assert r["seconds"] > 0
+        # seconds: the image's share of its batch; the batch's time and size beside it
+        assert r["seconds"] > 0 and r["batch_images"] == len(paths)
+        assert r["seconds"] == pytest.approx(r["batch_seconds"] / r["batch_images"])
         saliency = np.load(r["map"])
         assert saliency.dtype == np.float32 and saliency.shape == (32, 32)
         assert 0 <= saliency.min() and saliency.max() <= 1
@@ -195,7 +197,7 @@ def test_every_method(method, bundle_dir, chelsea, tmp_path):
         assert saliency.shape == (32, 32) and saliency.dtype == np.float32
         assert saliency.min() >= 0 and saliency.max() <= 1 and saliency.max() > saliency.min()
         if method == "opti-cam":
-            assert r["iterations"] == 3 and np.isfinite(r["final_loss"])
+            assert r["iterations"] == r["steps"] == 3 and np.isfinite(r["final_loss"])
 
 
 def test_opticam_options_reach_the_method(bundle_dir, chelsea, tmp_path):
@@ -207,7 +209,7 @@ def test_opticam_options_reach_the_method(bundle_dir, chelsea, tmp_path):
     assert fused["iterations"] == 4 and split["iterations"] == 4
     assert split["final_loss"] == pytest.approx(fused["final_loss"], rel=1e-4)
     stopped = run_ok(*base, "--iterations", "60", "--tol", "0.5")[0]
-    assert stopped["iterations"] < 60
+    assert stopped["iterations"] == 60 and stopped["steps"] < 60
 
 
 def test_text_format(bundle_dir, chelsea, tmp_path):
@@ -215,6 +217,16 @@ def test_text_format(bundle_dir, chelsea, tmp_path):
     Image.fromarray(chelsea).save(path)
     text = run_ok("explain", str(path), "--bundle", bundle_dir, "--method", "grad-cam", "--out", str(tmp_path / "o"))
     assert f"{path}: class-" in text and "masked p=" in text and str(tmp_path / "o" / "cat.grad-cam.png") in text
+    assert "steps" not in text and "s/image" in text
+
+
+def test_text_format_shows_the_steps_taken(bundle_dir, chelsea, tmp_path):
+    path = tmp_path / "cat.png"
+    Image.fromarray(chelsea).save(path)
+    text = run_ok("explain", str(path), "--bundle", bundle_dir, "--method", "opti-cam", "--iterations", "60",
+                  "--tol", "0.5", "--out", str(tmp_path / "o"))
+    steps, budget = text.split(" steps")[0].rsplit(" ", 1)[1].split("/")
+    assert budget == "60" and 1 <= int(steps) < 60, text
 
 
 # --- demo ------------------------------------------------------------------------------------

@@ -66,9 +66,11 @@ def explain(
             bar.write(f"error: {result.error}", file=sys.stderr)
         elif fmt == "text":
             r = result.record
+            steps = f" {r['steps']}/{r['iterations']} steps" if "steps" in r else ""
             bar.write(
                 f"{r['image']}: {r['class_name'] or r['target']} (class {r['target']}) p={r['score']:.3f} "
-                f"masked p={r['masked_score']:.3f} {r['seconds']:.2f} s on {r['backend']} -> {r['overlay']}"
+                f"masked p={r['masked_score']:.3f}{steps} {r['seconds']:.2f} s/image on {r['backend']} "
+                f"-> {r['overlay']}"
             )
 
     ray = ray_config(ray_address, ray_actors, ray_cpus_per_actor, backend, engine)

@@ -124,6 +124,8 @@ class GraphExplainer:
             masked_scores=out.masked_score,
             class_names=[self.bundle.class_name(int(t)) for t in out.target],
             seconds=time.perf_counter() - start,
+            options={**self.bundle.manifest.explainers[method].get("defaults", {}), **options},
+            engine="graph",
             trace=None if out.loss is None else np.ascontiguousarray(out.loss.T),
             iterations=out.steps,
         )

@@ -70,8 +70,12 @@ class Explanation:
             "masked_score": float(self.masked_scores[i]),
         }
         if self.iterations is not None:
-            out["iterations"] = int(self.iterations[i])
-            out["final_loss"] = float(self.trace[i, int(self.iterations[i]) - 1]) if self.trace is not None else None
+            steps = int(self.iterations[i])
+            # iterations: the budget asked for; steps: the steps this image took (fewer when
+            # tol/patience stopped it early)
+            out["iterations"] = int(self.options.get("iterations", steps))
+            out["steps"] = steps
+            out["final_loss"] = float(self.trace[i, steps - 1]) if self.trace is not None else None
         return out
 
 

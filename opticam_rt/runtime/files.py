@@ -141,7 +141,14 @@ def explain_batch(
         return results
     per_image = explanation.seconds / len(loaded)
     for i, (result, img) in enumerate(loaded):
-        result.record = {"image": result.image, **explanation.record(i), "seconds": per_image}
+        # seconds: this image's share of its batch's wall time; the batch's own time beside it
+        result.record = {
+            "image": result.image,
+            **explanation.record(i),
+            "seconds": per_image,
+            "batch_seconds": explanation.seconds,
+            "batch_images": len(loaded),
+        }
         result.saliency = explanation.maps[i]
         if render_overlay:
             result.overlay_png = _png_bytes(overlay(img.original, result.saliency))

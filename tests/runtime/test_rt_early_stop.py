@@ -47,9 +47,11 @@ def test_early_stopping_shrinks_the_batch(pipeline, monkeypatch, tiny_ort, tiny_
     assert batches[0] == n and batches[-1] < n, batches
     assert all(a >= b for a, b in zip(batches, batches[1:])), f"batch grew again: {batches}"
     assert sum(batches) == used.sum(), "the runner did work for stopped images"
-    # record() reports the last loss the image actually had
+    # record() reports the last loss the image actually had, the steps it took and the budget asked
     for i in range(n):
-        assert out.record(i)["final_loss"] == pytest.approx(float(out.trace[i, used[i] - 1]))
+        rec = out.record(i)
+        assert rec["final_loss"] == pytest.approx(float(out.trace[i, used[i] - 1]))
+        assert rec["steps"] == used[i] and rec["iterations"] == ITERATIONS
 
 
 def test_stopping_does_not_disturb_the_other_images(tiny_ort, tiny_images):

@@ -46,7 +46,7 @@ def test_explanation_fields(method, backend, tiny_ort, tiny_torch, tiny_images, 
         assert out.trace.shape == (n, 4) and np.isfinite(out.trace).all()
         np.testing.assert_array_equal(out.iterations, [4] * n)
         rec = out.record(0)
-        assert rec["iterations"] == 4 and rec["final_loss"] == pytest.approx(float(out.trace[0, 3]))
+        assert rec["iterations"] == 4 and rec["steps"] == 4 and rec["final_loss"] == pytest.approx(float(out.trace[0, 3]))
     else:
         assert out.trace is None and out.iterations is None
         assert "iterations" not in out.record(0)
