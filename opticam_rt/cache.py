@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Callable
@@ -19,6 +20,19 @@ def cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "opticam-rt"
+
+
+def default_records_path(command: str, *inputs: str) -> Path:
+    """Where a command's per-image records go when neither --records nor --out names a place:
+    the cache, one file per command and inputs (their absolute paths), so a rerun on the same
+    inputs resumes and nothing is written into the current folder.
+
+    >>> default_records_path("eval", "bundles/effnet", "photos/").name  # doctest: +SKIP
+    'eval-3f2a9c1d04be.records.jsonl'
+    """
+    key = "\0".join(str(Path(p).resolve()) for p in inputs)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return cache_dir() / "records" / f"{command}-{digest}.records.jsonl"
 
 
 def builtin_bundle(

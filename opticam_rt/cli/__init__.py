@@ -72,6 +72,11 @@ SUMMARIES = {
 }
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 image', '2 images'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from opticam_rt.cli import EXIT_SOME_FAILED
+from opticam_rt.cli import EXIT_SOME_FAILED, plural
 from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
 from opticam_rt.evaluation.metric_names import names as metric_names
 from opticam_rt.cli.ray_options import ray_config, ray_option_flags
@@ -34,7 +34,7 @@ from opticam_rt.runtime.runners import BACKENDS
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None, help="Write the report here too.")
 @click.option("--records", "records_file", type=click.Path(dir_okay=False), default=None,
               help="Per-image results (JSON lines); an interrupted run resumes from it. "
-              "Default: <--out>.records.jsonl or opticam-eval.records.jsonl.")
+              "Default: <--out>.records.jsonl, else a file in the cache named for the bundle and DATA.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Insertion/deletion curves (PNG/PDF).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out report or --plot file (default: refuse).")
 @ray_option_flags
@@ -81,12 +81,21 @@ def evaluate(
     if unknown:
         raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     method_options = options_for(method_list, pop_method_options(method_flags))
-    records_path = Path(records_file or (f"{out_file}.records.jsonl" if out_file else "opticam-eval.records.jsonl"))
+    from opticam_rt.cache import default_records_path
+
+    records_path = Path(records_file or (f"{out_file}.records.jsonl" if out_file
+                                         else default_records_path("eval", bundle_dir, data)))
+    if not records_file and not out_file:
+        records_path.parent.mkdir(parents=True, exist_ok=True)
     for path, option in ((out_file, "--out"), (plot_file, "--plot"), (str(records_path), "--records")):
         if path:  # before any work: an unwritable output must not cost the run
             check_writable_folder(Path(path).parent, option)
             if option != "--records":
                 check_new_file(path, overwrite)
+    if plot_file:
+        from opticam_rt.plotting import require_matplotlib
+
+        require_matplotlib("--plot")
     ray = ray_config(ray_address, ray_actors, ray_cpus_per_actor, backend, engine)
     with Explainer(bundle_dir, backend=backend, engine=engine) as explainer:
         samples = load_samples(data, explainer.bundle.manifest.class_names)
@@ -106,7 +115,7 @@ def evaluate(
             bar.write(f"skipped: {message}", file=sys.stderr)
 
         on = ", ".join(f"{m} on {explainer.runner_for(m).name}" for m in method_list)
-        click.echo(f"{len(samples)} images x {len(method_list)} methods ({'Ray actors, ' if ray else ''}{on}"
+        click.echo(f"{plural(len(samples), 'image')} x {plural(len(method_list), 'method')} ({'Ray actors, ' if ray else ''}{on}"
                    f"{'; auto picks per method' if backend == 'auto' else ''}); per-image results in {records_path}", err=True)
         if ray is not None:
             from opticam_rt.scale import evaluate_dataset_on_ray

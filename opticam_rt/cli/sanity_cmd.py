@@ -31,7 +31,7 @@ def _common_options(func: Callable) -> Callable:
         click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None, help="Write the report here too."),
         click.option("--records", "records_file", type=click.Path(dir_okay=False), default=None,
                      help="Per-image results (JSON lines); a rerun resumes from it. Default: <--out>.records.jsonl "
-                     "or opticam-sanity-<check>.records.jsonl."),
+                     "else a file in the cache named for the check, model and images."),
         click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Plot the results (PNG/PDF)."),
     ]
     for option in reversed(options):
@@ -41,14 +41,19 @@ def _common_options(func: Callable) -> Callable:
 
 def _setup(check: str, images: tuple[str, ...], model_spec: str, layer: str | None, input_size: str | None,
            mean: str | None, std: str | None, methods: str, out_file: str | None,
-           records_file: str | None) -> tuple[Any, dict, list[str], Any, list[str]]:
-    """(model, images by path, method names, records store, unreadable images)."""
+           records_file: str | None, plot_file: str | None = None) -> tuple[Any, dict, list[str], Any, list[str]]:
+    """(model, images by path, method names, records store, unreadable images); a --plot that
+    could not be drawn (no matplotlib) is refused here, before any work."""
     from opticam_rt.errors import InputError
     from opticam_rt.evaluation.datasets import IMAGE_EXTENSIONS
     from opticam_rt.evaluation.sanity import SanityModel, SanityRecords
     from opticam_rt.images import load_image
     from opticam_rt.runtime.registry import METHODS
 
+    if plot_file:
+        from opticam_rt.plotting import require_matplotlib
+
+        require_matplotlib("--plot")
     names = list(METHODS) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
@@ -66,8 +71,17 @@ def _setup(check: str, images: tuple[str, ...], model_spec: str, layer: str | No
             bad.append(str(path))
     if not loaded:
         raise InputError("no readable image among the ones given")
-    store = SanityRecords(records_file or (f"{out_file}.records.jsonl" if out_file else f"opticam-sanity-{check}.records.jsonl"))
-    click.echo(f"{len(loaded)} images x {len(names)} methods on {sm.name}; per-image results in {store.path}", err=True)
+    from opticam_rt.cache import default_records_path
+    from opticam_rt.cli import plural
+
+    if records_file or out_file:
+        records_path = Path(records_file or f"{out_file}.records.jsonl")
+    else:  # not into the current folder: the cache, one file per check, model and images
+        records_path = default_records_path(f"sanity-{check}", model_spec, *sorted(loaded))
+        records_path.parent.mkdir(parents=True, exist_ok=True)
+    store = SanityRecords(records_path)
+    click.echo(f"{plural(len(loaded), 'image')} x {plural(len(names), 'method')} on {sm.name}; "
+               f"per-image results in {store.path}", err=True)
     return sm, loaded, names, store, bad
 
 
@@ -106,7 +120,7 @@ def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size
 
     box = parse_region(region)
     sm, loaded, names, store, bad = _setup("wall", images, model_spec, layer, input_size, mean, std, methods,
-                                           out_file, records_file)
+                                           out_file, records_file, plot_file)
     settings = WallSettings(methods=names, region=box, method_options=options_for(names, pop_method_options(method_flags)),
                             batch_size=batch_size, backend=backend, control=not no_control)
     bar = tqdm(total=len(loaded) * (len(names) + (not no_control)), desc="wall", unit="img", file=sys.stderr)
@@ -147,7 +161,7 @@ def randomisation(images: tuple[str, ...], model_spec: str, layer: str | None, i
     )
 
     sm, loaded, names, store, bad = _setup("randomisation", images, model_spec, layer, input_size, mean, std,
-                                           methods, out_file, records_file)
+                                           methods, out_file, records_file, plot_file)
     settings = RandomisationSettings(methods=names, steps=steps, cascade_text=cascade_text, seed=seed,
                                      method_options=options_for(names, pop_method_options(method_flags)),
                                      batch_size=batch_size, backend=backend)

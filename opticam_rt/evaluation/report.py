@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from opticam_rt.plotting import figure, require_matplotlib
 from opticam_rt.errors import InputError
 from opticam_rt.evaluation.localisation import max_box_accuracy
 from opticam_rt.evaluation.metric_names import METRICS
@@ -175,19 +176,12 @@ def plot_curves(
     curve, which equals the mean of the per-image AUCs. Needs matplotlib. The file is written
     atomically; an existing one is replaced only when ``overwrite``.
     """
-    try:
-        # Figure + the Agg canvas directly: no pyplot, so no global backend switch and no
-        # window; the same output as matplotlib.use("Agg").
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise InputError("plotting curves needs matplotlib: pip install opticam-rt[all]") from exc
     kinds = [k for k in ("insertion", "deletion") if any(k in d for d in curves_by_method.values())]
     if not kinds:
         raise InputError("plot_curves needs 'insertion' or 'deletion' curves for at least one method")
-    fig = Figure(figsize=(5.0 * len(kinds), 4.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+    require_matplotlib("plotting curves")
+    fig, axes = figure(5.0 * len(kinds), 4.0, 1, len(kinds))
+    axes = axes[0]
     for ax, kind in zip(axes, kinds):
         for method, curves in curves_by_method.items():
             if kind not in curves:

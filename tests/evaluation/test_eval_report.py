@@ -88,5 +88,5 @@ def test_plot_curves_without_matplotlib_says_how_to_install(tmp_path: Path, monk
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes "import matplotlib" fail
-    with pytest.raises(InputError, match=r"pip install opticam-rt\[all\]"):
+    with pytest.raises(InputError, match=r"plotting curves needs matplotlib.*pip install 'opticam-rt\[all\]'"):
         plot_curves({"m": {"deletion": np.zeros((1, 3))}}, tmp_path / "x.png")

@@ -99,3 +99,20 @@ def test_unwritable_report_path_is_refused_before_any_work(bundle_dir, data, tmp
                                       "--records", str(records), "--out", str(blocker / "report.txt")])  # fmt: skip
     assert result.exit_code != 0 and "--out" in str(result.exception) and "cannot write" in str(result.exception)
     assert not records.exists()
+
+
+def test_default_records_go_to_the_cache_not_the_current_folder(bundle_dir, data, tmp_path, monkeypatch) -> None:
+    """Without --records or --out, nothing is written where the user happens to stand; a rerun on
+    the same inputs finds the same records file (and reuses it)."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("OPTICAM_RT_CACHE", str(tmp_path / "cache"))
+    args = ["evaluate", str(data), "--bundle", bundle_dir, "--methods", "grad-cam", "--metrics", "ad", "--format", "json"]
+    for _ in range(2):
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    assert list(cwd.iterdir()) == []
+    (records,) = (tmp_path / "cache" / "records").iterdir()
+    assert records.name.startswith("eval-") and str(records) in result.stderr
+    assert len(RecordStore(records).records()) == 2  # the second run reused both images' records

@@ -162,3 +162,18 @@ def test_cli_randomisation_json(sanity_cache, images, tmp_path) -> None:
     assert step["step"] == 1 and step["randomised"] == "fc" and -1 <= step["spearman"] <= 1 and 0 < step["ssim"] <= 1
     assert (tmp_path / "r.png").stat().st_size > 0
     assert len(list(sanity_cache.glob("make.*"))) == 3  # wall, original, step 1: the CLI reused them all
+
+
+def test_cli_default_records_go_to_the_cache(sanity_cache, images, tmp_path, monkeypatch) -> None:
+    """Without --records or --out, the records land in the cache, not in the current folder."""
+    files = _photo_files(tmp_path, images)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    result = CliRunner().invoke(cli, ["sanity", "randomisation", *files, *_model_args(), "--methods", "grad-cam",
+                                      "--cascade", "fc", "--backend", "ort-cpu", "--format", "json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert list(cwd.iterdir()) == []
+    records = _only(sanity_cache / "records", "sanity-randomisation-*.records.jsonl")
+    assert str(records) in result.stderr and "3 images x 1 method on" in result.stderr

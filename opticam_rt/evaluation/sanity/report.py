@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from opticam_rt.errors import InputError
+from opticam_rt.plotting import figure
 
 __all__ = ["WALL_COLUMNS", "format_randomisation", "format_wall", "plot_randomisation", "plot_wall"]
 
@@ -62,14 +63,8 @@ def format_randomisation(summary: Mapping[str, Any], fmt: str) -> str:
 
 
 def _figure(width: float, height: float, columns: int) -> tuple[Any, Any]:
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise InputError("plotting needs matplotlib: pip install opticam-rt[all]") from exc
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(1, columns, squeeze=False)[0]
+    fig, axes = figure(width, height, 1, columns)
+    return fig, axes[0]
 
 
 def plot_wall(summary: Mapping[str, Mapping[str, float | None]], path: str | Path) -> Path:
