@@ -599,3 +599,8 @@ VARIANTS: dict[str, Family] = {
 def tiny_vit() -> nn.Module:
     """The tiny ViT (32 x 32, patch 8: a 4 x 4 grid plus the class token) as a ``pkg.module:factory``."""
     return calibrated(FAMILIES["vit"].tiny, FAMILIES["vit"].tiny_size)
+
+
+def tiny_resnet() -> nn.Module:
+    """The tiny ResNet (64 x 64, tap ``layer4``) as a ``pkg.module:factory``."""
+    return calibrated(FAMILIES["resnet"].tiny, FAMILIES["resnet"].tiny_size)
