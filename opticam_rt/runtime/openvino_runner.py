@@ -13,7 +13,7 @@ import numpy as np
 from opticam_rt.bundle import GRAPH_SIGNATURES, Bundle
 from opticam_rt.errors import BackendUnavailableError, BundleError, InputError
 from opticam_rt.runtime.ort_runner import one_line
-from opticam_rt.runtime.runner import Runner
+from opticam_rt.runtime.runner import Capabilities, Runner
 
 #: Inference precisions a caller may ask for. OpenVINO's CPU plugin defaults to bf16 on CPUs with
 #: AVX512-BF16 or AMX, which moved EfficientNet-Lite0's opticam_step outputs by 1.2 (relative);
@@ -93,6 +93,7 @@ class OvRunner(Runner):
             raise InputError(f"OpenVINO precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         self.threads = threads
         self.precision = precision
+        self.capabilities = Capabilities(static_shapes=True)
         self.core: Any = None
         self.models: dict[str, Any] = {}
         self.compiled: OrderedDict[tuple[str, int], CompiledGraph] = OrderedDict()

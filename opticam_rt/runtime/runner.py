@@ -22,9 +22,14 @@ class Capabilities:
 
     device_buffers: it can keep inputs and outputs on a CUDA device (IOBinding on CuPy arrays),
         so the split Opti-CAM pipeline can run without host copies per step.
+    static_shapes: see below.
     """
 
     device_buffers: bool = False
+    #: It compiles a model per batch size (OpenVINO's static shapes, about a second each): a
+    #: caller that forms batches dynamically should keep to a few sizes (the server pads batches
+    #: to powers of two) so its compiled models are not evicted and compiled again.
+    static_shapes: bool = False
 
 
 class Runner(ABC):
