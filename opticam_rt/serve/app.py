@@ -92,9 +92,9 @@ class Service:
         return self.explainer.runner_for(method).capabilities.static_shapes
 
     def _computer(self, method: str):  # type: ignore[no-untyped-def]
-        def compute(pixels: np.ndarray, targets: np.ndarray | None, options: dict[str, Any]) -> Any:
+        def compute(pixels: np.ndarray, targets: np.ndarray | None, options: dict[str, Any], progress: Any) -> Any:
             start = time.perf_counter()
-            out = self.explainer.explain(pixels, method=method, targets=targets, **options)
+            out = self.explainer.explain(pixels, method=method, targets=targets, progress=progress, **options)
             self.metrics.batch_seconds.labels(method).observe(time.perf_counter() - start)
             return out
 

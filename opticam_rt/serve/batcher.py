@@ -11,6 +11,10 @@ On a runner that compiles per batch size (``Capabilities.static_shapes``, OpenVI
 padded to the next power of two (capped at ``max_batch``) by repeating its last image, whose
 outputs are dropped: the per-image results are unchanged, and a model compiles at most
 log2(max_batch) + 1 shapes per graph instead of max_batch.
+
+A batch whose every caller gave up (timed out) stops at the method's next progress report
+(each Opti-CAM step, each Score-CAM / Ablation-CAM chunk), so abandoned work does not hold a
+worker and time out the requests queued behind it.
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ class Job:
         return (tuple(sorted(self.options.items())), self.targets is None)
 
 
+class BatchAbandoned(Exception):
+    """Raised inside a batch's computation when no caller waits for it any more."""
+
+
 @dataclass
 class BatchResult:
     """One job's slice of a batch: map (n, H, W), target (n,), score (n,), masked_score (n,),
@@ -64,8 +72,8 @@ class Batcher:
     """The queue and batching loop of one model.
 
     Args:
-        compute: ``compute(pixels (B, 3, H, W), targets (B,) or None, options)`` -> an
-            Explanation; runs on ``executor``.
+        compute: ``compute(pixels (B, 3, H, W), targets (B,) or None, options, progress)`` -> an
+            Explanation; runs on ``executor``; ``progress`` is the Explainer's progress callback.
         slots: a semaphore with one permit per worker thread, shared by every model's batcher.
         pad: whether to pad batches to powers of two (see the module docstring).
         observe: ``observe(batch_images, queue_depth)`` after each batch is taken (metrics).
@@ -73,7 +81,7 @@ class Batcher:
 
     def __init__(
         self,
-        compute: Callable[[np.ndarray, np.ndarray | None, dict[str, Any]], Any],
+        compute: Callable[[np.ndarray, np.ndarray | None, dict[str, Any], Callable[[int], None]], Any],
         executor: Executor,
         slots: asyncio.Semaphore,
         max_batch: int,
@@ -194,7 +202,11 @@ class Batcher:
             pixels = np.concatenate([pixels, np.repeat(pixels[-1:], size - n, axis=0)])
             if targets is not None:
                 targets = np.concatenate([targets, np.repeat(targets[-1:], size - n)])
-        out = self.compute(pixels, targets, batch[0].options)
+        def progress(_: int) -> None:
+            if all(job.future.done() for job in batch):  # a read of a flag; the loop owns the futures
+                raise BatchAbandoned
+
+        out = self.compute(pixels, targets, batch[0].options, progress)
         values = {"map": out.maps, "target": out.targets, "score": out.scores, "masked_score": out.masked_scores}
         results, at = [], 0
         for job in batch:
