@@ -32,6 +32,7 @@ COMMANDS = {
     "evaluate": "opticam_rt.cli.evaluate_cmd:evaluate",
     "bench": "opticam_rt.cli.bench_cmd:bench",
     "sanity": "opticam_rt.cli.sanity_cmd:sanity",
+    "serve": "opticam_rt.cli.serve_cmd:serve",
 }
 
 #: Optional packages (top-level import name -> the extra that installs it). A command that needs
@@ -69,6 +70,7 @@ SUMMARIES = {
     "evaluate": "Faithfulness and localisation metrics of saliency methods on a dataset.",
     "bench": "Latency of each method and backend against the PyTorch reference.",
     "sanity": "Sanity checks of the methods on a model: 'see through walls' and parameter randomisation.",
+    "serve": "Serve saliency maps over the Open Inference Protocol (KServe v2 / Triton REST).",
 }
 
 

@@ -6,6 +6,7 @@ only checks the inputs first, so a bad one is named here instead of deep inside 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,23 +53,25 @@ class GraphExplainer:
         self.providers = list(providers)
         self.threads = threads
         self._sessions: dict[str, Any] = {}
+        self._lock = threading.Lock()  # one session per method even when threads race on first use
 
     @property
     def methods(self) -> tuple[str, ...]:
         return tuple(self.bundle.manifest.explainers)
 
     def session(self, method: str) -> Any:
-        """The ONNX Runtime session of ``method``'s graph, created on first use."""
-        if method not in self._sessions:
-            import onnxruntime as ort
+        """The ONNX Runtime session of ``method``'s graph, created on first use (thread-safe)."""
+        with self._lock:
+            if method not in self._sessions:
+                import onnxruntime as ort
 
-            path = self.bundle.explainer_path(method)
-            options = ort.SessionOptions()
-            options.log_severity_level = 3  # the overridable defaults (inputs with initializers) warn otherwise
-            if self.threads:
-                options.intra_op_num_threads = self.threads
-            self._sessions[method] = ort.InferenceSession(str(path), options, providers=self.providers)
-        return self._sessions[method]
+                path = self.bundle.explainer_path(method)
+                options = ort.SessionOptions()
+                options.log_severity_level = 3  # the overridable defaults (inputs with initializers) warn otherwise
+                if self.threads:
+                    options.intra_op_num_threads = self.threads
+                self._sessions[method] = ort.InferenceSession(str(path), options, providers=self.providers)
+            return self._sessions[method]
 
     def run(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,9 @@ class Explainer:
         threads: intra-op threads of the runners this Explainer creates (default: all cores).
         engine: ``host`` (default) or ``graph`` (see ENGINES); ``graph`` needs a bundle exported
             with explainer graphs and an ONNX Runtime backend (``auto`` then takes ONNX Runtime's).
+
+    One Explainer may be shared by threads (a server's workers): ``explain`` and ``predict``
+    calls from several threads give each the result it would get alone (tests/runtime/test_rt_threads.py).
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class Explainer:
         self.engine = engine
         self._graphs: Any = None
         self._runners: dict[str, Runner] = {}
+        self._lock = threading.Lock()  # guards the lazily created runners and explainer graphs
         if isinstance(backend, Runner):
             self.backend = backend.name
             self._runners[backend.name] = backend.activate()
@@ -114,9 +119,13 @@ class Explainer:
     def runner_for(self, method: str | None) -> Runner:
         """The active runner that computes ``method`` (None: plain predictions)."""
         name = self.backend if self.backend in self._runners else resolve_backend(self.backend, method)
-        if name not in self._runners:
-            self._runners[name] = create_runner(name, self.bundle, self.threads).activate()
-        return self._runners[name]
+        runner = self._runners.get(name)
+        if runner is None:
+            with self._lock:
+                if name not in self._runners:
+                    self._runners[name] = create_runner(name, self.bundle, self.threads).activate()
+                runner = self._runners[name]
+        return runner
 
     @property
     def runner(self) -> Runner:
@@ -128,9 +137,10 @@ class Explainer:
         return tuple(self.bundle.manifest.input_size)  # type: ignore[return-value]
 
     def close(self) -> None:
-        for runner in self._runners.values():
-            runner.deactivate()
-        self._runners.clear()
+        with self._lock:
+            for runner in self._runners.values():
+                runner.deactivate()
+            self._runners.clear()
 
     def __enter__(self) -> "Explainer":
         return self
@@ -226,8 +236,9 @@ class Explainer:
 
         if not isinstance(runner, OrtRunner):
             raise InputError(f"engine 'graph' runs under ONNX Runtime; backend {runner.name!r} is not an ort-* backend")
-        if self._graphs is None:
-            self._graphs = GraphExplainer(self.bundle, providers=runner.providers, threads=self.threads)
+        with self._lock:
+            if self._graphs is None:
+                self._graphs = GraphExplainer(self.bundle, providers=runner.providers, threads=self.threads)
         return GraphMethod(self._graphs, method)
 
     @staticmethod

@@ -40,7 +40,9 @@ def ort_available(backend: str) -> bool:
 
 
 class OrtRunner(Runner):
-    """ONNX Runtime with the providers of one backend; sessions are created per graph on first use.
+    """ONNX Runtime with the providers of one backend; sessions are created per graph on first use
+    (under ``self.lock``, so threads racing on a first use create one). ``InferenceSession.run``
+    is documented thread-safe, so calls from several threads run concurrently.
 
     Args:
         threads: intra-op threads (None: ONNX Runtime's default, all cores).
@@ -73,23 +75,30 @@ class OrtRunner(Runner):
         device-resident callers (CuPy kernels) share it; such sessions are cached separately.
         """
         key = graph if cuda_stream is None else f"{graph}@stream{cuda_stream}"
-        if key not in self.sessions:
-            ort = import_onnxruntime()
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.log_severity_level = 3
-            if self.threads:
-                options.intra_op_num_threads = self.threads
-            providers: list[Any] = list(self.providers)
-            if cuda_stream is not None and "CUDAExecutionProvider" in providers:
-                at = providers.index("CUDAExecutionProvider")
-                providers[at] = ("CUDAExecutionProvider", {"user_compute_stream": str(cuda_stream)})
-            path = self.bundle.graph_path(graph)
-            try:
-                self.sessions[key] = ort.InferenceSession(str(path), options, providers=providers)
-            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types, not importable here
-                raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({one_line(exc)})") from exc
+        session = self.sessions.get(key)
+        if session is not None:
+            return session
+        with self.lock:
+            if key not in self.sessions:
+                self.sessions[key] = self._create_session(graph, cuda_stream)
         return self.sessions[key]
+
+    def _create_session(self, graph: str, cuda_stream: int | None) -> Any:
+        ort = import_onnxruntime()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        providers: list[Any] = list(self.providers)
+        if cuda_stream is not None and "CUDAExecutionProvider" in providers:
+            at = providers.index("CUDAExecutionProvider")
+            providers[at] = ("CUDAExecutionProvider", {"user_compute_stream": str(cuda_stream)})
+        path = self.bundle.graph_path(graph)
+        try:
+            return ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types, not importable here
+            raise BundleError(f"{path}: ONNX Runtime cannot load this graph ({one_line(exc)})") from exc
 
     def infer_impl(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = GRAPH_SIGNATURES[graph][1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,9 +22,14 @@ class Capabilities:
 
     device_buffers: it can keep inputs and outputs on a CUDA device (IOBinding on CuPy arrays),
         so the split Opti-CAM pipeline can run without host copies per step.
+    static_shapes: see below.
     """
 
     device_buffers: bool = False
+    #: It compiles a model per batch size (OpenVINO's static shapes, about a second each): a
+    #: caller that forms batches dynamically should keep to a few sizes (the server pads batches
+    #: to powers of two) so its compiled models are not evicted and compiled again.
+    static_shapes: bool = False
 
 
 class Runner(ABC):
@@ -33,6 +39,11 @@ class Runner(ABC):
 
     Every runner computes the graphs of ``GRAPH_SIGNATURES`` with the same names and shapes, so
     methods, verification and benchmarks run unchanged on any of them.
+
+    Runners may be shared by threads: ``infer()`` from several threads at once gives each the
+    result it would get alone. Activation is serialised by ``self.lock``; each subclass guards
+    its own lazily built caches (sessions, compiled models) and whatever its engine cannot run
+    concurrently (one OpenVINO infer request, PyTorch's forward hooks).
     """
 
     #: Registry name (``ort-cpu``, ``ov-cpu``, ``torch``, ...); set per instance where one class
@@ -44,17 +55,22 @@ class Runner(ABC):
         self.is_active = False
         self.capabilities = Capabilities()
         self._shapes = graph_input_shapes(bundle.manifest)
+        #: Serialises activate/deactivate (re-entrant, so subclasses may also take it).
+        self.lock = threading.RLock()
 
     def activate(self) -> "Runner":
         if not self.is_active:
-            self.activate_impl()
-            self.is_active = True
+            with self.lock:
+                if not self.is_active:
+                    self.activate_impl()
+                    self.is_active = True
         return self
 
     def deactivate(self) -> None:
-        if self.is_active:
-            self.deactivate_impl()
-            self.is_active = False
+        with self.lock:
+            if self.is_active:
+                self.deactivate_impl()
+                self.is_active = False
 
     def __enter__(self) -> "Runner":
         return self.activate()

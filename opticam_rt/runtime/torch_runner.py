@@ -28,6 +28,10 @@ class TorchRunner(Runner):
 
     Args:
         threads: torch intra-op threads, set process-wide on activate (None: leave as is).
+
+    Calls are serialised by ``self.lock``: the classifier captures the tap output with a forward
+    hook registered per call on the one shared module, so two threads' calls would see each
+    other's hooks (4 threads sharing an Explainer got wrong maps and autograd errors).
     """
 
     name = "torch"
@@ -52,6 +56,10 @@ class TorchRunner(Runner):
         self.classifier = None
 
     def infer_impl(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self.lock:
+            return self._infer(graph, feeds)
+
+    def _infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
         from opticam_rt.reference.methods import upsample_normalise
@@ -112,7 +120,8 @@ class ReferenceMethod(MethodImplementation):
         given = {k: getattr(options, k) for k in self.honours if getattr(options, k) != getattr(defaults, k)}
         runner: TorchRunner = ctx.runner  # type: ignore[assignment]
         size = (ctx.images.shape[2], ctx.images.shape[3])
-        out = self.fn(runner.classifier, torch.from_numpy(ctx.images), torch.from_numpy(ctx.targets), size, **given)
+        with runner.lock:  # the shared model's per-call hooks (see TorchRunner)
+            out = self.fn(runner.classifier, torch.from_numpy(ctx.images), torch.from_numpy(ctx.targets), size, **given)
         trace = out["trace"].numpy() if "trace" in out else None
         return MethodOutput(
             maps=out["maps"].numpy().astype(np.float32),
