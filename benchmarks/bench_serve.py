@@ -190,6 +190,21 @@ def library_loop(bundle: str, model: str, images: np.ndarray, params: dict, call
             "p99_ms": float(np.percentile(lat, 99)), "req_per_s": len(lat) / wall, "backend": backend, "maps": maps}
 
 
+def library_batch(bundle: str, model: str, images: np.ndarray, params: dict, rounds: int = 5) -> dict:
+    """The library on 8 images at once: the compute ceiling of batching (images per second)."""
+    from opticam_rt.runtime import Explainer
+
+    batch = np.stack([images[i % len(images)] for i in range(8)])
+    with Explainer(bundle) as explainer:
+        explainer.explain(batch, model, **params)
+        times = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            explainer.explain(batch, model, **params)
+            times.append(time.perf_counter() - t)
+    return {"median_s": float(np.median(times)), "images_per_s": 8 / float(np.median(times))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default=None)
@@ -201,7 +216,9 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per case at most")
     parser.add_argument("--soak", type=int, default=10_000)
     parser.add_argument("--soak-warmup", type=int, default=500)
+    parser.add_argument("--sections", default="load,soak", help="what to run: load, soak or both")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
 
     from opticam_rt.cache import builtin_bundle
     from opticam_rt.images import sample_photos, to_model_input
@@ -214,15 +231,36 @@ def main() -> None:
     conc = [int(c) for c in args.concurrency.split(",")]
     cases = {"grad-cam": ({}, [int(n) for n in args.grad_requests.split(",")]),
              "opti-cam": ({"iterations": args.opti_iterations}, [int(n) for n in args.opti_requests.split(",")])}
-    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_before": os.getloadavg()},
-                     "images": len(images), "opti_iterations": args.opti_iterations, "library": {}, "served": [],
-                     "batch_spread": {}}
+    out = Path(args.out)
+    results: dict = json.loads(out.read_text()) if out.exists() else {}
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "load_before": os.getloadavg()}
 
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean = {**results, "library": {m: {k: v for k, v in lib.items() if k != "_maps"} for m, lib in results.get("library", {}).items()}}
+        out.write_text(json.dumps(clean, indent=2) + "\n")
+
+    if "load" in sections:
+        run_load(args, bundle, images, conc, cases, results, save)
+    if "soak" in sections:
+        results["soak"] = run_soak(args, bundle, images)
+        save()
+        print(f"soak: {results['soak']}", file=sys.stderr)
+    if results.get("served"):
+        print(table(results))
+
+
+def run_load(args, bundle, images, conc, cases, results, save) -> None:  # type: ignore[no-untyped-def]
+    results.update({"images": len(images), "opti_iterations": args.opti_iterations, "library": {}, "served": [],
+                    "batch_spread": {}})
     for model, (params, counts) in cases.items():
         lib = library_loop(bundle, model, images, params, counts[-1], args.time_limit)
         results["library"][model] = {k: v for k, v in lib.items() if k != "maps"}
-        print(f"library {model}: {results['library'][model]}", file=sys.stderr)
         results["library"][model]["_maps"] = lib["maps"]
+        results["library_batch8"] = results.get("library_batch8", {})
+        results["library_batch8"][model] = library_batch(bundle, model, images, params)
+        print(f"library {model}: {results['library'][model]} batch 8: {results['library_batch8'][model]}", file=sys.stderr)
+    save()
 
     for label, flags in (("on", ["--max-batch", "8", "--max-wait-ms", "5"]), ("off", ["--max-batch", "1"])):
         proc, url = server(bundle, *flags)
@@ -236,10 +274,13 @@ def main() -> None:
                         results["batch_spread"][model] = max(float(np.abs(maps[i] - ref[i]).max()) for i in maps if i in ref)
                     r["batching"] = label
                     results["served"].append(r)
+                    save()
                     print(f"batching {label}: {r}", file=sys.stderr)
         finally:
             results.setdefault("exit_codes", {})[label] = stop(proc)
 
+
+def run_soak(args, bundle, images) -> dict:  # type: ignore[no-untyped-def]
     proc, url = server(bundle, "--max-batch", "8", "--max-wait-ms", "5")
     soak: dict = {"requests": args.soak, "concurrency": 8, "rss_mb": {}}
     try:
@@ -256,15 +297,7 @@ def main() -> None:
         soak["growth_after_warmup_pct"] = 100 * (soak["rss_mb"]["end"] - warm) / warm
     finally:
         soak["exit_code"] = stop(proc)
-    results["soak"] = soak
-    print(f"soak: {soak}", file=sys.stderr)
-
-    for lib in results["library"].values():
-        lib.pop("_maps", None)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
+    return soak
 
 
 def table(results: dict) -> str:
@@ -272,6 +305,9 @@ def table(results: dict) -> str:
     rows = ["| method | mode | concurrency | p50 ms | p99 ms | req/s | mean batch | errors |", "|---|---|---|---|---|---|---|---|"]
     for model, lib in results["library"].items():
         rows.append(f"| {model} | library loop ({lib['backend']}) | 1 | {lib['p50_ms']:.1f} | {lib['p99_ms']:.1f} | {lib['req_per_s']:.1f} | 1 | 0 |")
+        b8 = results.get("library_batch8", {}).get(model)
+        if b8:
+            rows.append(f"| {model} | library, 8 images per call | - | {1000 * b8['median_s']:.1f} (call) | - | {b8['images_per_s']:.1f} img/s | 8 | 0 |")
         for r in results["served"]:
             if r["model"] == model:
                 rows.append(f"| {model} | served, batching {r['batching']} | {r['concurrency']} | {r['p50_ms']:.1f} | "
