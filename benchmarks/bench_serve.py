@@ -278,6 +278,7 @@ def run_load(args, bundle, images, conc, cases, results, save) -> None:  # type:
                     print(f"batching {label}: {r}", file=sys.stderr)
         finally:
             results.setdefault("exit_codes", {})[label] = stop(proc)
+            save()
 
 
 def run_soak(args, bundle, images) -> dict:  # type: ignore[no-untyped-def]
