@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from opticam_rt.serve.batcher import Batcher, Job, padded_size
+from opticam_rt.serve.batcher import Batcher, Job, cut_size, padded_size
 from opticam_rt.serve.errors import ServeError
 
 
@@ -19,6 +19,11 @@ from opticam_rt.serve.errors import ServeError
                                               (5, 6, 6), (3, 6, 4), (1, 1, 1)])
 def test_padded_size(n, max_batch, want):
     assert padded_size(n, max_batch) == want
+
+
+@pytest.mark.parametrize("n,max_batch,want", [(1, 8, 1), (3, 8, 2), (5, 8, 4), (7, 8, 4), (8, 8, 8), (11, 8, 11), (5, 6, 4)])
+def test_cut_size(n, max_batch, want):
+    assert cut_size(n, max_batch) == want
 
 
 class FakeExplainer:
@@ -52,15 +57,15 @@ def _job(loop, value: float, n: int = 1, options=None, targets=None) -> Job:
     return Job(pixels, targets, options or {}, loop.create_future())
 
 
-def test_joins_requests_with_equal_options_up_to_max_batch_and_pads():
+def _batches_for(jobs_spec, pad: bool, max_batch: int = 8):
+    """Run jobs given as (value, n, options) through one batcher; -> (batches seen, results)."""
     fake = FakeExplainer()
 
     async def main():
         loop = asyncio.get_running_loop()
         with ThreadPoolExecutor(1) as pool:
-            b = Batcher(fake, pool, asyncio.Semaphore(1), max_batch=8, max_wait_s=0.2, max_queue=64, pad=True)
-            jobs = [_job(loop, i / 100) for i in range(3)] + [_job(loop, 0.5, options={"iterations": 3})] + \
-                   [_job(loop, 0.6, n=6)]
+            b = Batcher(fake, pool, asyncio.Semaphore(1), max_batch=max_batch, max_wait_s=0.2, max_queue=64, pad=pad)
+            jobs = [_job(loop, v, n=n, options=o) for v, n, o in jobs_spec]
             for j in jobs:
                 b.submit(j)
             task = asyncio.create_task(b.run())
@@ -69,13 +74,27 @@ def test_joins_requests_with_equal_options_up_to_max_batch_and_pads():
             return results
 
     results = _run(main())
-    # 3 singles + the 6-image job's key matches theirs but would pass 8: it waits for the next batch
-    assert fake.batches[0] == (4, {})  # 3 images padded to 4
-    assert sorted(fake.batches[1:]) == [(1, {"iterations": 3}), (8, {})]  # 6 padded to 8
+    return fake.batches, results
+
+
+def test_joins_requests_with_equal_options_up_to_max_batch():
+    spec = [(i / 100, 1, {}) for i in range(3)] + [(0.5, 1, {"iterations": 3}), (0.6, 6, {})]
+    batches, results = _batches_for(spec, pad=False)
+    # the 3 singles join; the 6-image request would pass 8 and waits; the other options run apart
+    assert batches == [(3, {}), (1, {"iterations": 3}), (6, {})]
     for i in range(3):
         assert results[i].batch_size == 3 and results[i].values["map"].shape == (1, 2, 2)
         assert results[i].values["target"][0] == int(np.float32(i / 100) * 100)  # its own row, not a neighbour's
     assert results[4].values["map"].shape == (6, 2, 2) and results[4].batch_size == 6
+
+
+def test_static_shapes_cut_batches_to_powers_of_two_and_pad_only_what_cannot_be_cut():
+    batches, results = _batches_for([(i / 100, 1, {}) for i in range(5)], pad=True)
+    assert batches == [(4, {}), (1, {})]  # 5 singles: 4 + 1, nothing padded
+    assert [r.values["target"][0] for r in results] == [int(np.float32(i / 100) * 100) for i in range(5)]
+    batches, results = _batches_for([(0.1, 3, {}), (0.2, 2, {})], pad=True)
+    assert batches == [(8, {})]  # 3 + 2 images cannot make 4 from whole requests: padded 5 -> 8
+    assert results[0].batch_size == 5 and results[1].values["map"].shape == (2, 2, 2)
 
 
 def test_targets_and_top1_never_share_a_batch():

@@ -186,3 +186,30 @@ def test_metrics(server, images):
     assert 'opticam_queue_depth{model="grad-cam"}' in samples
     assert 'opticam_batch_seconds_count{model="grad-cam"}' in samples
     assert samples["opticam_in_flight"] == 0
+
+
+def test_listening_socket_gets_tcp_nodelay_connections():
+    """asyncio sets TCP_NODELAY only on connections of a socket made with proto IPPROTO_TCP;
+    with proto 0 each keep-alive response waited ~40 ms for the client's delayed ACK."""
+    import socket
+
+    from opticam_rt.serve.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        client = socket.create_connection(sock.getsockname())
+        conn, _ = sock.accept()
+        import asyncio
+
+        async def check():
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, conn)
+            value = transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            transport.close()
+            return value
+
+        assert asyncio.run(check()) != 0
+        client.close()
+    finally:
+        sock.close()
