@@ -8,8 +8,9 @@ tests/arch_zoo.py's tiny ones, each with its own tap and input size), Opti-CAM's
 3, and the bench gate's threshold widened (tiny timings are noise; the gate has its own tests);
 exports skip verification (and, where no later line uses them, the explainer graphs), which
 tests/export checks on the same nets.
-The demo line (the built-in model, minutes) and the two ``--ray`` lines (a Ray cluster each) are
-left out here: tests/test_cli_explain.py runs the demo, tests/scale the Ray paths.
+The demo line (the built-in model, minutes), the serve line (it runs until stopped) and the two
+``--ray`` lines (a Ray cluster each) are left out here: tests/test_cli_explain.py runs the demo,
+tests/serve the server, tests/scale the Ray paths.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ MODELS = {
                               "--input-size", "32", "--mean", "0.5", "--std", "0.5"],
 }
 MODEL_OPTIONS = {"--layer": 1, "--input-size": 1, "--mean": 1, "--std": 1, "--token-reshape": 0}
-LEFT_OUT = {"demo"}
+LEFT_OUT = {"demo", "serve"}  # serve runs until stopped: tests/serve start and stop it
 
 
 def substitute(args: list[str]) -> list[str]:
