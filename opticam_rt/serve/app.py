@@ -101,15 +101,19 @@ class Service:
         return compute
 
     def _warm_up(self) -> None:
-        """Each model once per batch size it will see first-hand (every padded size on a runner
-        that compiles per size, else batch 1), with the cheapest options (Opti-CAM: 1 step)."""
+        """On a runner that compiles per batch size, each model once per batch size it will run
+        (1, 2, 4, ..., max_batch) with its cheapest options (Opti-CAM: 1 step); elsewhere one
+        plain prediction, which creates the forward session (a whole Score-CAM or Ablation-CAM
+        run, seconds of forward passes, would warm nothing more)."""
         h, w = self.input_size
         pixels = np.random.default_rng(0).random((self.config.max_batch, 3, h, w), dtype=np.float32)
         try:
             for method in self.config.methods:
+                if not self._static(method):
+                    self.explainer.predict(pixels[:1], self.explainer.runner_for(method))
+                    continue
                 cheap = {"iterations": 1} if "iterations" in METHODS[method].Options.names() else {}
-                sizes = {padded_size(n, self.config.max_batch) for n in range(1, self.config.max_batch + 1)}
-                for n in sorted(sizes) if self._static(method) else [1]:
+                for n in sorted({padded_size(n, self.config.max_batch) for n in range(1, self.config.max_batch + 1)}):
                     self.explainer.explain(pixels[:n], method=method, **cheap)
             event("ready")
         except Exception as exc:  # noqa: BLE001 - reported by /v2/health/ready, the server keeps its liveness

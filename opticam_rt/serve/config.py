@@ -30,7 +30,7 @@ class ServeConfig:
     """
 
     bundle: str
-    methods: tuple[str, ...] = ("grad-cam", "opti-cam")
+    methods: tuple[str, ...] = METHOD_NAMES
     backend: str = "auto"
     threads: int | None = None
     max_batch: int = 8

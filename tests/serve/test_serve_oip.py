@@ -213,3 +213,13 @@ def test_listening_socket_gets_tcp_nodelay_connections():
         client.close()
     finally:
         sock.close()
+
+
+def test_forward_only_methods_on_onnx_runtime(start_server, images, library, tol):
+    """Methods ``auto`` runs on ONNX Runtime (no per-size compiles: batches are not cut or padded)."""
+    with start_server(methods=("score-cam", "fake-cam"), max_wait_ms=20.0) as address:
+        for method in ("fake-cam", "score-cam"):
+            result = client(address).infer(method, [image_input(images[:3])])
+            params = result.get_response()["parameters"]
+            assert params["backend"] == "ort-cpu" and params["batch_size"] == 3
+            assert_matches(result, library(method, images[:3], "ort-cpu"), tol, where=method)
