@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opticam_rt.errors import BundleError
 
-if TYPE_CHECKING:
-    from opticam_rt.bundle import Manifest
+from opticam_rt.manifest import Manifest
 
 
-def expected_dims(manifest: "Manifest") -> dict[str, tuple[int, ...]]:
+def expected_dims(manifest: Manifest) -> dict[str, tuple[int, ...]]:
     """Tensor name -> its sizes after the batch dimension, as the manifest describes them."""
     h, w = manifest.input_size
     k, fh, fw = manifest.tap_shape
@@ -37,7 +36,7 @@ def _dims(value_info: Any) -> list[int | None]:
 def check_graph_io(
     path: Path,
     name: str,
-    manifest: "Manifest",
+    manifest: Manifest,
     signature: tuple[tuple[str, ...], tuple[str, ...]] | None,
     bundle_files: set[str],
 ) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from opticam_rt.bundle import Bundle, load_bundle
 from opticam_rt.errors import InputError
+from opticam_rt.runtime.explanation import Explanation
 from opticam_rt.runtime.method import MethodContext, MethodImplementation, MethodOutput
 
 
@@ -112,10 +113,8 @@ class GraphExplainer:
         method: str = "opti-cam",
         targets: Sequence[int] | np.ndarray | int | None = None,
         **options: Any,
-    ) -> "Explanation":  # noqa: F821
+    ) -> Explanation:
         """``run`` as an ``Explanation`` (the Explainer's result type; trace is loss transposed)."""
-        from opticam_rt.runtime.explainer import Explanation
-
         start = time.perf_counter()
         out = self.run(images, method, targets, **options)
         return Explanation(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -14,10 +13,11 @@ from opticam_rt.bundle import Bundle, load_bundle
 from opticam_rt.errors import InputError
 from opticam_rt.runtime.cams import softmax
 from opticam_rt.runtime.checks import check_finite_maps
+from opticam_rt.runtime.explanation import Explanation
 from opticam_rt.runtime.method import CamMethod, MethodContext, MethodImplementation
 from opticam_rt.runtime.registry import METHODS
 from opticam_rt.runtime.runner import Runner
-from opticam_rt.runtime.runners import create_runner, resolve_backend
+from opticam_rt.runtime.runners import create_runner, native_method, resolve_backend
 
 #: Registered method names, in registry order (also the CLI's choices).
 METHOD_NAMES = tuple(METHODS)
@@ -32,52 +32,6 @@ def method_class(method: str) -> type[CamMethod]:
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     return METHODS[method]
-
-
-@dataclass
-class Explanation:
-    """Saliency maps and the scores around them, for a batch of N images.
-
-    maps (N, H, W) float32 in [0, 1] at model resolution; targets (N,) int; scores (N,) and
-    masked_scores (N,) are the target's softmax probability on x and on x * map; options, the
-    method's options as run (defaults filled in). For Opti-CAM, u (N, K) holds the final channel
-    logits, trace (N, T) the loss per step (NaN after an image stopped early) and iterations (N,)
-    the steps each image used.
-    """
-
-    method: str
-    backend: str
-    maps: np.ndarray
-    targets: np.ndarray
-    scores: np.ndarray
-    masked_scores: np.ndarray
-    class_names: list[str | None]
-    seconds: float
-    options: dict[str, Any] = field(default_factory=dict)
-    engine: str = "host"
-    trace: np.ndarray | None = None
-    iterations: np.ndarray | None = None
-    u: np.ndarray | None = None
-
-    def record(self, i: int) -> dict[str, Any]:
-        """Image i as a JSON-ready dict."""
-        out: dict[str, Any] = {
-            "method": self.method,
-            "backend": self.backend,
-            "engine": self.engine,
-            "target": int(self.targets[i]),
-            "class_name": self.class_names[i],
-            "score": float(self.scores[i]),
-            "masked_score": float(self.masked_scores[i]),
-        }
-        if self.iterations is not None:
-            steps = int(self.iterations[i])
-            # iterations: the budget asked for; steps: the steps this image took (fewer when
-            # tol/patience stopped it early)
-            out["iterations"] = int(self.options.get("iterations", steps))
-            out["steps"] = steps
-            out["final_loss"] = float(self.trace[i, steps - 1]) if self.trace is not None else None
-        return out
 
 
 class Explainer:
@@ -230,7 +184,7 @@ class Explainer:
         """The backend's own implementation (the PyTorch reference), the explainer graph under
         ``engine="graph"``, or None for the method's runtime class."""
         if self.engine == "host":
-            return runner.method_implementation(method)
+            return native_method(runner, method)
         from opticam_rt.runtime.embedded import GraphExplainer, GraphMethod
         from opticam_rt.runtime.ort_runner import OrtRunner
 

@@ -5,15 +5,12 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from opticam_rt.bundle import GRAPH_SIGNATURES, Bundle, graph_input_shapes
 from opticam_rt.errors import InputError
-
-if TYPE_CHECKING:
-    from opticam_rt.runtime.method import MethodImplementation
 
 
 @dataclass(frozen=True)
@@ -103,11 +100,6 @@ class Runner(ABC):
             if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
                 want = "(" + ", ".join("N" if e is None else str(e) for e in shape) + ")"
                 raise InputError(f"graph {graph!r}: input {name!r} must have shape {want}, got {got}")
-
-    def method_implementation(self, method: str) -> "MethodImplementation | None":
-        """A whole-method implementation native to this backend (the PyTorch reference), or None
-        to run the method's runtime class over this runner's graphs."""
-        return None
 
     @abstractmethod
     def activate_impl(self) -> None: ...

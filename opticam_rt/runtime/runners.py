@@ -15,12 +15,16 @@ from opticam_rt.runtime.runner import Runner
 class BackendEntry:
     """One backend: its runner class and availability check (``module:attribute``, imported only
     when used, so a CPU-only install never imports CUDA or OpenVINO), the keyword arguments that
-    select it, and whether it runs on a GPU (``auto`` prefers those)."""
+    select it, whether it runs on a GPU (``auto`` prefers those), and ``methods``: where the
+    backend computes whole methods by itself (``module:attribute`` of a function
+    ``(runner, method) -> MethodImplementation``; the PyTorch reference), None when it only runs
+    the bundle graphs and each method's runtime class drives them."""
 
     runner: str
     available: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     gpu: bool = False
+    methods: str | None = None
 
 
 RUNNERS: dict[str, BackendEntry] = {
@@ -28,7 +32,7 @@ RUNNERS: dict[str, BackendEntry] = {
     "ort-cuda": BackendEntry("opticam_rt.runtime.ort_runner:OrtRunner", "opticam_rt.runtime.ort_runner:ort_available", {"backend": "ort-cuda"}, gpu=True),
     "ort-trt": BackendEntry("opticam_rt.runtime.ort_runner:OrtRunner", "opticam_rt.runtime.ort_runner:ort_available", {"backend": "ort-trt"}, gpu=True),
     "ov-cpu": BackendEntry("opticam_rt.runtime.openvino_runner:OvRunner", "opticam_rt.runtime.openvino_runner:openvino_available"),
-    "torch": BackendEntry("opticam_rt.runtime.torch_runner:TorchRunner", "opticam_rt.runtime.torch_runner:torch_available"),
+    "torch": BackendEntry("opticam_rt.runtime.torch_runner:TorchRunner", "opticam_rt.runtime.torch_runner:torch_available", methods="opticam_rt.runtime.torch_runner:reference_method"),
 }
 BACKENDS = ("auto", *RUNNERS)
 
@@ -84,3 +88,12 @@ def create_runner(backend: str, bundle: Bundle, threads: int | None = None) -> R
         raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of {', '.join(RUNNERS)}")
     entry = RUNNERS[backend]
     return _load(entry.runner)(bundle, threads=threads, **entry.kwargs)
+
+
+def native_method(runner: Runner, method: str) -> Any:
+    """The backend's own implementation of ``method`` (a ``MethodImplementation``; the PyTorch
+    reference under ``torch``), or None when the method's runtime class runs over its graphs."""
+    entry = RUNNERS.get(runner.name)
+    if entry is None or entry.methods is None:
+        return None
+    return _load(entry.methods)(runner, method)

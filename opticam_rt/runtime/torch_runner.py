@@ -95,12 +95,15 @@ class TorchRunner(Runner):
         (grad,) = torch.autograd.grad(score.sum(), u)
         return {"score": score.detach().numpy(), "grad_u": grad.numpy()}
 
-    def method_implementation(self, method: str) -> MethodImplementation:
-        from opticam_rt.reference import REFERENCE_METHODS
 
-        if method not in REFERENCE_METHODS:
-            raise BackendUnavailableError(f"backend 'torch' has no reference implementation of {method!r}")
-        return ReferenceMethod(REFERENCE_METHODS[method])
+def reference_method(runner: TorchRunner, method: str) -> MethodImplementation:
+    """The independent PyTorch reference of ``method`` (``opticam_rt.reference``), run on the
+    runner's rebuilt model; the backend registry hands it to the Explainer under ``torch``."""
+    from opticam_rt.reference import REFERENCE_METHODS
+
+    if method not in REFERENCE_METHODS:
+        raise BackendUnavailableError(f"backend 'torch' has no reference implementation of {method!r}")
+    return ReferenceMethod(REFERENCE_METHODS[method])
 
 
 class ReferenceMethod(MethodImplementation):
