@@ -259,9 +259,14 @@ def test_demo(demo_cache, tmp_path):
         assert saliency.shape == (224, 224) and saliency.dtype == np.float32
     with Image.open(result.comparison) as img:
         width, height = img.size
-    rows, panel = len(photos), 224
-    assert height == rows * panel + (rows - 1) * 4
-    assert width >= 3 * panel  # photo | grad-cam | opti-cam
+    # equal square cells at 100 dpi: photo | grad-cam | opti-cam, one row per photo
+    from opticam_rt.comparison import CELL_INCHES
+
+    assert result.titled
+    assert (width, height) == (round(3 * CELL_INCHES * 100), round((len(photos) * CELL_INCHES + 0.5) * 100))
+    assert set(result.top) == set(photos) and all(len(t) == 3 for t in result.top.values())
+    for classes in result.top.values():
+        assert [c["p"] for c in classes] == sorted((c["p"] for c in classes), reverse=True)
     opti = [r for r in result.rows if r["method"] == "opti-cam"]
     assert opti and all(r["iterations"] == 3 for r in opti)
     # the demo's photos are recognised: chelsea is a cat (ImageNet 281-285)
