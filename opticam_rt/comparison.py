@@ -42,7 +42,8 @@ def photo_caption(row: ComparisonRow) -> str:
     """Under the photo: the model's top classes, so a surprising top-1 explains itself."""
     if not row.top:
         return ""
-    return "top: " + ", ".join(f"{name} {p:.2f}" for name, p in row.top)
+    listed = [f"{name} {p:.2f}" for name, p in row.top]
+    return "top: " + listed[0] + ("\n" + ", ".join(listed[1:]) if len(listed) > 1 else "")
 
 
 def cell_caption(p: float, masked_p: float) -> str:

@@ -32,7 +32,7 @@ def test_columns_are_titled_and_rows_carry_class_names_and_scores():
     assert [ax.get_title() for ax in axes[1]] == ["", "", ""]  # titles once, on top
     assert axes[0, 0].get_ylabel() == "wide\nclass: tabby cat"
     assert axes[1, 0].get_ylabel() == "tall\nclass: lighthouse"
-    assert axes[1, 0].get_xlabel() == "top: lighthouse 0.61, other 0.20, third 0.10"
+    assert axes[1, 0].get_xlabel() == "top: lighthouse 0.61\nother 0.20, third 0.10"
     assert axes[0, 1].get_xlabel() == "p 0.500 | masked p 0.250"
     assert axes[1, 2].get_xlabel() == "p 0.600 | masked p 0.350"
 
