@@ -64,13 +64,18 @@ def run_benchmarks(
     images: np.ndarray,
     repeat: int = 3,
     method_options: dict[str, dict[str, Any]] | None = None,
+    model: str | None = None,
+    trust_code: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> list[BenchRow]:
     """Time every (method, backend, batch); backends interleaved inside each repeat.
 
     images (M, 3, H, W) in [0, 1]; a batch of n uses the first n (cycled when M < n).
     ``method_options``: method -> its options (declared defaults otherwise). The ``torch``
-    reference is always measured when it can be loaded, so ratios exist. ``auto`` resolves per
+    reference is measured when it can be loaded, so ratios exist: ``model`` names its PyTorch
+    model; without it, the manifest's is used only when built in or when ``trust_code`` (or
+    OPTICAM_RT_TRUST_BUNDLE_CODE=1) lets the bundle's code be imported; otherwise the torch
+    column is left out and ``log`` says why. ``auto`` resolves per
     method as ``explain`` resolves it (``runners.resolve_backend``); the floors run on every
     backend some method resolved to, so each method's loop overhead has its floor.
     """
@@ -82,7 +87,7 @@ def run_benchmarks(
     explainers: dict[str, Explainer] = {}
     for name in names:
         try:
-            explainers[name] = Explainer(bundle, backend=name)
+            explainers[name] = Explainer(bundle, backend=name, model=model, trust_code=trust_code)
         except OpticamError as exc:
             if name in backends:
                 raise

@@ -19,6 +19,10 @@ class BundleError(OpticamError):
     """A bundle on disk is missing, incomplete, altered or of another schema version."""
 
 
+class UntrustedCodeError(BundleError):
+    """A bundle's manifest names Python code (``model_spec``) that the user has not chosen to run."""
+
+
 class BackendUnavailableError(OpticamError):
     """A backend was asked for whose package or device is not installed."""
 

@@ -7,8 +7,16 @@ This directory is on ``sys.path`` during the tests, so ``import nets`` gives the
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import tiny_runtime_net
+
+# The test bundles name their model code by path (tests/tiny_runtime_net.py:make, tests/nets.py:...)
+# and many tests run the torch backend on them: the suite trusts its own bundles' code, as a user
+# opts in with this variable. Set before any test (and inherited by CLI subprocesses); the tests of
+# the trust rule itself remove it (tests/test_bundle_trust.py).
+os.environ.setdefault("OPTICAM_RT_TRUST_BUNDLE_CODE", "1")
 
 
 @pytest.fixture(scope="session")

@@ -263,6 +263,58 @@ def test_manifest_fuzz(explainer, manifest_copy, good_image) -> None:
     (copy / MANIFEST).write_text(json.dumps(original))
 
 
+# --- model code named by a manifest ----------------------------------------------------------
+
+
+def test_manifest_code_fuzz(manifest_copy, tmp_path, monkeypatch) -> None:
+    """Whatever ``model_spec``/``model_name`` a manifest names, the torch backend imports nothing
+    unless trusted: a one-line error (UntrustedCodeError, or the schema refusing the value) and the
+    payload never runs (issue 21, defect 1)."""
+    from opticam_rt.errors import UntrustedCodeError
+    from opticam_rt.runtime import Explainer
+
+    monkeypatch.delenv("OPTICAM_RT_TRUST_BUNDLE_CODE", raising=False)
+    copy, original = manifest_copy
+    marker = tmp_path / "payload-ran"
+    (copy / "payload.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\ndef make():\n    raise SystemExit\n")
+    payload = str(copy / "payload.py")
+    specs = st.one_of(
+        st.sampled_from([f"{payload}:make", "payload.py:make", f"./{Path(payload).name}:make", f"{payload}:",
+                         "tiny_runtime_net:make", "os:getcwd", "antigravity:fly", f"{payload}:make\n", ":make"]),
+        st.builds(lambda pre, post: f"{pre}{payload}:{post}", st.text(max_size=3), st.text(max_size=5)),
+        st.text(max_size=40),
+    )
+
+    @settings(FUZZ, max_examples=max(10, EXAMPLES * 2 // 5))
+    @given(spec=specs, field=st.sampled_from(["model_spec", "model_name", "both"]))
+    def check(spec, field) -> None:
+        data = json.loads(json.dumps(original))
+        if field in ("model_spec", "both"):
+            data["model_spec"] = spec
+        if field in ("model_name", "both"):
+            data["model_name"] = spec
+            if field == "model_name":
+                data["model_spec"] = None
+        (copy / MANIFEST).write_text(json.dumps(data))
+        try:
+            with Explainer(copy, backend="torch", threads=1):
+                pass
+            # only a built-in name may load without the user's word
+            assert (data["model_spec"] or data["model_name"]) == "efficientnet-lite0", spec
+            seen("manifest code: built-in")
+        except UntrustedCodeError as exc:
+            assert "\n" not in str(exc) and str(copy) in str(exc), str(exc)
+            seen("manifest code: refused")
+        except OpticamError as exc:
+            assert "\n" not in str(exc), str(exc)
+            seen("manifest code: other error")
+        assert not marker.exists(), f"manifest code {spec!r} was imported"
+
+    check()
+    (copy / MANIFEST).write_text(json.dumps(original))
+    (copy / "payload.py").unlink()
+
+
 # --- graph files with a matching hash --------------------------------------------------------
 
 

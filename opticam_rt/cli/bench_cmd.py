@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from opticam_rt.cli.model_option import model_option
 from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
 
 def _list(text: str) -> list[str]:
@@ -17,9 +18,10 @@ def _list(text: str) -> list[str]:
 @click.option("--bundle", "bundle_dir", required=True, type=click.Path(file_okay=False), help="Bundle directory.")
 @click.option("--methods", default="floor-forward,floor-grad,grad-cam,opti-cam", show_default=True,
               help="Comma-separated methods; floor-forward / floor-grad time the bare network.")
-@click.option("--backends", default="auto", show_default=True, help="Comma-separated backends (torch is always added); 'auto' picks per method, as explain does.")
+@click.option("--backends", default="auto", show_default=True, help="Comma-separated backends (torch is added when its model can be rebuilt: see --model); 'auto' picks per method, as explain does.")
 @click.option("--batch", "batches", default="1", show_default=True, help="Comma-separated batch sizes, e.g. 1,8.")
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True, help="Timed runs per case (median).")
+@model_option
 @method_option_flags()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--save-baseline", type=click.Path(dir_okay=False), default=None, help="Write the results as a baseline.")
@@ -32,6 +34,7 @@ def bench(
     backends: str,
     batches: str,
     repeat: int,
+    model_spec: str | None,
     fmt: str,
     save_baseline: str | None,
     baseline: str | None,
@@ -69,6 +72,7 @@ def bench(
         images,
         repeat=repeat,
         method_options=method_options,
+        model=model_spec,
         log=lambda m: click.echo(m, err=True),
     )
     click.echo(rows_to_json(rows) if fmt == "json" else format_rows(rows))

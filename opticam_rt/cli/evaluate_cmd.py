@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from opticam_rt.cli import EXIT_SOME_FAILED, plural
+from opticam_rt.cli.model_option import model_option
 from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
 from opticam_rt.evaluation.metric_names import names as metric_names
 from opticam_rt.cli.ray_options import ray_config, ray_option_flags
@@ -27,6 +28,7 @@ from opticam_rt.runtime.runners import BACKENDS
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--engine", type=click.Choice(["host", "graph"]), default="host", show_default=True,
               help="host: the method's loop over the bundle graphs; graph: its self-contained explainer graph (ONNX Runtime).")
+@model_option
 @method_option_flags()
 @click.option("--steps", type=click.IntRange(min=1), default=224, show_default=True, help="Insertion/deletion steps.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images explained together.")
@@ -47,6 +49,7 @@ def evaluate(
     boxes_csv: str | None,
     backend: str,
     engine: str,
+    model_spec: str | None,
     steps: int,
     batch_size: int,
     fmt: str,
@@ -97,7 +100,7 @@ def evaluate(
 
         require_matplotlib("--plot")
     ray = ray_config(ray_address, ray_actors, ray_cpus_per_actor, backend, engine)
-    with Explainer(bundle_dir, backend=backend, engine=engine) as explainer:
+    with Explainer(bundle_dir, backend=backend, engine=engine, model=model_spec) as explainer:
         samples = load_samples(data, explainer.bundle.manifest.class_names)
         if boxes_csv:
             by_path = {s.path.resolve(): s.boxes for s in load_csv(boxes_csv, explainer.bundle.manifest.class_names)}

@@ -8,6 +8,7 @@ import sys
 import click
 
 from opticam_rt.cli import EXIT_SOME_FAILED
+from opticam_rt.cli.model_option import model_option
 from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
 from opticam_rt.cli.ray_options import ray_config, ray_option_flags
 from opticam_rt.runtime.explainer import METHOD_NAMES
@@ -24,6 +25,7 @@ from opticam_rt.runtime.runners import BACKENDS
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--engine", type=click.Choice(["host", "graph"]), default="host", show_default=True,
               help="host: the method's loop over the bundle graphs; graph: its self-contained explainer graph (ONNX Runtime).")
+@model_option
 @method_option_flags()
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--out", "out_dir", default="opticam-out", show_default=True, type=click.Path(file_okay=False), help="Where maps (.npy) and overlays (.png) go.")
@@ -37,6 +39,7 @@ def explain(
     target: str,
     backend: str,
     engine: str,
+    model_spec: str | None,
     batch_size: int,
     out_dir: str,
     overwrite: bool,
@@ -82,7 +85,7 @@ def explain(
             overwrite=overwrite, **options
         )
     else:
-        with Explainer(bundle_dir, backend=backend, engine=engine) as explainer:
+        with Explainer(bundle_dir, backend=backend, engine=engine, model=model_spec) as explainer:
             results = explain_files(
                 explainer, images, method, parse_target(target), batch_size, out_dir, on_result=report,
                 overwrite=overwrite, **options

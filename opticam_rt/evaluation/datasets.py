@@ -45,6 +45,9 @@ class Sample:
     path: Path
     label: int | None
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    #: sha256 of the file's content when the run was planned (``evaluation.runner.fingerprint``);
+    #: None until then, or when the file could not be read.
+    sha256: str | None = None
 
 
 def resolve_label(label: str, class_names: Sequence[str] | None, where: str) -> int:

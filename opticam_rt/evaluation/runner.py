@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -13,7 +16,7 @@ from opticam_rt.evaluation.datasets import Sample
 from opticam_rt.evaluation.insertion_deletion import deletion, insertion
 from opticam_rt.evaluation.localisation import DEFAULT_BOX_THRESHOLDS, localisation_metrics, saliency_metric
 from opticam_rt.evaluation.metric_names import BY_COLUMN, BY_NAME, names
-from opticam_rt.evaluation.records import RecordStore, produced_by
+from opticam_rt.evaluation.records import RecordStore, produced_by, to_jsonable
 from opticam_rt.images import load_image
 
 CLASSIFICATION = names("classification")
@@ -69,15 +72,45 @@ class BatchOutcome:
     errors: list[tuple[str, str]]
 
 
+def read_content(path: str | Path) -> bytes | None:
+    """A regular file's bytes, or None (missing, a folder, a FIFO or device, unreadable): then
+    ``load_image`` reports the path's own error, and nothing blocks on a FIFO or reads /dev/zero."""
+    try:
+        return Path(path).read_bytes() if Path(path).is_file() else None
+    except OSError:
+        return None
+
+
+def fingerprint(samples: Sequence[Sample]) -> None:
+    """Set each sample's ``sha256`` (its file's content) where not set yet."""
+    for s in samples:
+        if s.sha256 is None:
+            content = read_content(s.path)
+            s.sha256 = None if content is None else hashlib.sha256(content).hexdigest()
+
+
+def sample_input(sample: Sample, sha256: str | None = None) -> dict[str, Any]:
+    """What a record's numbers depend on besides the run's settings: the image's content, its
+    label and its boxes (``record["input"]``). A record is reused only while all three are the same."""
+    return to_jsonable({"sha256": sha256 or sample.sha256, "label": sample.label, "boxes": [list(b) for b in sample.boxes]})
+
+
+def _identity(method: str, image: str, given: Any) -> tuple[str, str, str]:
+    return method, image, json.dumps(given, sort_keys=True)
+
+
 def plan_batches(
-    samples: Sequence[Sample], methods: Sequence[str], done: set[tuple[str, str]], batch_size: int
+    samples: Sequence[Sample], methods: Sequence[str], done: set[tuple[str, str, str]], batch_size: int
 ) -> list[EvaluationBatch]:
-    """The batches still to run, method by method in dataset order, skipping ``done``
-    ``(method, image)`` keys. Every executor (this process, a Ray cluster) runs exactly these
-    batches, so a batch's images are always explained together and the numbers match."""
+    """The batches still to run, method by method in dataset order, skipping the samples whose
+    ``(method, image, input)`` is ``done`` (see :func:`done_keys`; the input is the image's
+    content hash, label and boxes, so an image replaced or relabelled is computed again). Every
+    executor (this process, a Ray cluster) runs exactly these batches, so a batch's images are
+    always explained together and the numbers match."""
+    fingerprint(samples)
     batches = []
     for method in methods:
-        todo = [s for s in samples if (method, str(s.path)) not in done]
+        todo = [s for s in samples if s.sha256 is None or _identity(method, str(s.path), sample_input(s)) not in done]
         batches += [EvaluationBatch(method, todo[i : i + batch_size]) for i in range(0, len(todo), batch_size)]
     return batches
 
@@ -99,12 +132,19 @@ def evaluate_batch(
     errors: list[tuple[str, str]] = []
     loaded: dict[str, tuple[Sample, np.ndarray]] = {}
     scales: dict[str, tuple[float, float]] = {}
+    hashes: dict[str, str] = {}
     for i, sample in enumerate(batch.samples):
+        content = contents[i] if contents is not None else read_content(sample.path)
         try:
-            image = load_image(sample.path, size, data=contents[i] if contents is not None else None)
+            image = load_image(sample.path, size, data=content)
         except OpticamError as exc:
             errors.append((str(sample.path), str(exc)))
             continue
+        digest = hashlib.sha256(content).hexdigest() if content is not None else None
+        if sample.sha256 is not None and digest != sample.sha256:
+            errors.append((str(sample.path), f"{sample.path}: changed while the evaluation ran; run it again"))
+            continue
+        hashes[str(sample.path)] = digest  # type: ignore[assignment]
         loaded[str(sample.path)] = (sample, image.pixels)
         h0, w0 = image.original_size
         scales[str(sample.path)] = (size[1] / w0, size[0] / h0)
@@ -121,7 +161,10 @@ def evaluate_batch(
         result = explainer.explain(images, method=batch.method, targets=targets, **options)
     except OpticamError as exc:
         return BatchOutcome([], errors + [(k, str(exc)) for k in keys])
-    return BatchOutcome(_records(explainer, batch.method, keys, loaded, scales, images, result, metrics, settings), errors)
+    records = _records(explainer, batch.method, keys, loaded, scales, images, result, metrics, settings)
+    for record in records:
+        record["input"] = sample_input(loaded[record["image"]][0], hashes[record["image"]])
+    return BatchOutcome(records, errors)
 
 
 def evaluate_dataset(
@@ -140,8 +183,9 @@ def evaluate_dataset(
     input size with the image.
 
     Records already in the store that this run would produce too (same bundle, method, method
-    options, metric settings, backend and opticam-rt version: ``record["produced_by"]``) are
-    reused, so an interrupted run resumes; records made otherwise are never reused. Unreadable
+    options, metric settings, backend and opticam-rt version: ``record["produced_by"]``; same
+    image content, label and boxes: ``record["input"]``) are reused, so an interrupted run
+    resumes; records made otherwise are never reused. Unreadable
     images are reported through ``on_error(image, message)`` (once per method) and skipped;
     ``progress(n)`` is called after each batch with its image count. Returns the records of this
     run's settings (reused and new). opticam_rt.scale runs the same batches
@@ -154,17 +198,29 @@ def evaluate_dataset(
         record_outcome(outcome, store, on_error, keys[batch.method])
         if progress:
             progress(len(batch.samples))
-    return records_of(store, keys)
+    return records_of(store, keys, samples)
 
 
-def done_keys(store: RecordStore, keys: dict[str, dict[str, Any]]) -> set[tuple[str, str]]:
-    """(method, image) pairs whose records ``store`` holds under this run's ``keys`` (method -> produced_by)."""
-    return {(m, str(r["image"])) for m, key in keys.items() for r in store.matching(key) if "image" in r}
+def done_keys(store: RecordStore, keys: dict[str, dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """``(method, image, input)`` of the records ``store`` holds under this run's ``keys``
+    (method -> produced_by); ``input`` is the record's image content hash, label and boxes as
+    canonical JSON. Records without an ``input`` (written before it existed) are never reused."""
+    return {_identity(m, str(r["image"]), r["input"]) for m, key in keys.items() for r in store.matching(key)
+            if "image" in r and isinstance(r.get("input"), dict)}
 
 
-def records_of(store: RecordStore, keys: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records of this run's settings, method by method."""
-    return [r for key in keys.values() for r in store.matching(key)]
+def records_of(store: RecordStore, keys: dict[str, dict[str, Any]], samples: Sequence[Sample]) -> list[dict[str, Any]]:
+    """The records of this run's settings and of the samples as they are now (content, label,
+    boxes), method by method; the last one when a (method, image) was recorded twice."""
+    fingerprint(samples)
+    current = {str(s.path): json.dumps(sample_input(s), sort_keys=True) for s in samples if s.sha256 is not None}
+    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    for method, key in keys.items():
+        for r in store.matching(key):
+            image = str(r.get("image"))
+            if image in current and json.dumps(r.get("input"), sort_keys=True) == current[image]:
+                chosen[(method, image)] = r
+    return list(chosen.values())
 
 
 def record_outcome(

@@ -2,10 +2,47 @@
 
 from __future__ import annotations
 
+import os
 from typing import Mapping, Sequence
 
 import torch
 from torch import nn
+
+
+#: Set to 1 (or true/yes) to let the PyTorch backend import the model code a bundle's manifest
+#: names; the ``trust_code=True`` argument does the same for one Explainer or runner.
+TRUST_ENV = "OPTICAM_RT_TRUST_BUNDLE_CODE"
+
+
+def trusts_bundle_code() -> bool:
+    """Whether the environment opts in to importing the code named by bundle manifests."""
+    return os.environ.get(TRUST_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def model_spec_for(manifest: "Manifest", model: str | None = None, trust_code: bool = False,  # noqa: F821
+                   where: object = "the bundle") -> str:
+    """The model recipe to build for ``manifest``: ``model`` when the caller names one; else the
+    manifest's own ``model_spec`` (or ``model_name``) when it is a built-in name, or when the
+    caller trusts the bundle's code (``trust_code`` or OPTICAM_RT_TRUST_BUNDLE_CODE=1).
+
+    A bundle is data: whoever wrote the manifest chose that spec, and the hashes only prove the
+    files match the manifest. Importing ``payload.py:make`` or ``some.module:f`` runs its code, so
+    that needs the user's word; UntrustedCodeError otherwise.
+    """
+    from opticam_rt.errors import UntrustedCodeError
+    from opticam_rt.export.models import BUILTIN_MODELS
+
+    if model is not None:
+        return model
+    spec = manifest.model_spec or manifest.model_name
+    if spec in BUILTIN_MODELS or trust_code or trusts_bundle_code():
+        return spec
+    shown = " ".join(str(spec).split())[:200]
+    raise UntrustedCodeError(
+        f"{where}: the manifest names model code {shown!r}, which is not imported (a bundle is data; "
+        f"importing it would run its code): name the model yourself (--model / model=...) or trust "
+        f"this bundle's code ({TRUST_ENV}=1 / trust_code=True)"
+    )
 
 
 class TorchClassifier:
@@ -82,9 +119,14 @@ class TorchClassifier:
         return torch.stack([patches[:, r * width : (r + 1) * width].transpose(1, 2) for r in range(height)], dim=2)
 
     @classmethod
-    def from_manifest(cls, manifest: "opticam_rt.bundle.Manifest") -> "TorchClassifier":  # noqa: F821
-        """Rebuild the PyTorch model a bundle was exported from (its recipe must be importable)."""
+    def from_manifest(
+        cls, manifest: "Manifest", model: str | None = None, trust_code: bool = False,  # noqa: F821
+        where: object = "the bundle",
+    ) -> "TorchClassifier":
+        """Rebuild the PyTorch model a bundle was exported from: ``model`` when given (a built-in
+        name, ``pkg.module:factory`` or ``file.py:factory``), else the manifest's recipe under the
+        trust rule of ``model_spec_for``."""
         from opticam_rt.export.models import load_recipe
 
-        recipe = load_recipe(manifest.model_spec or manifest.model_name)
+        recipe = load_recipe(model_spec_for(manifest, model, trust_code, where))
         return cls(recipe.build(), manifest.tap_layer, manifest.mean, manifest.std, manifest.tap_tokens)

@@ -47,19 +47,27 @@ class Explainer:
         threads: intra-op threads of the runners this Explainer creates (default: all cores).
         engine: ``host`` (default) or ``graph`` (see ENGINES); ``graph`` needs a bundle exported
             with explainer graphs and an ONNX Runtime backend (``auto`` then takes ONNX Runtime's).
+        model: for the ``torch`` backend, the PyTorch model to rebuild (built-in name,
+            ``pkg.module:factory`` or ``file.py:factory``); None: the manifest's own, imported
+            only when built in or when the bundle's code is trusted.
+        trust_code: let the ``torch`` backend import the model code the bundle's manifest names
+            (as OPTICAM_RT_TRUST_BUNDLE_CODE=1 does); off by default, since a bundle is data and
+            whoever wrote its manifest chose that code (docs/reliability.md, "Trust").
 
     One Explainer may be shared by threads (a server's workers): ``explain`` and ``predict``
     calls from several threads give each the result it would get alone (tests/runtime/test_rt_threads.py).
     """
 
     def __init__(
-        self, bundle: str | Path | Bundle, backend: str | Runner = "auto", threads: int | None = None, engine: str = "host"
+        self, bundle: str | Path | Bundle, backend: str | Runner = "auto", threads: int | None = None, engine: str = "host",
+        model: str | None = None, trust_code: bool = False,
     ) -> None:
         if engine not in ENGINES:
             raise InputError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.threads = threads
         self.engine = engine
+        self.runner_options = {"model": model, "trust_code": trust_code}
         self._graphs: Any = None
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()  # guards the lazily created runners and explainer graphs
@@ -77,7 +85,7 @@ class Explainer:
         if runner is None:
             with self._lock:
                 if name not in self._runners:
-                    self._runners[name] = create_runner(name, self.bundle, self.threads).activate()
+                    self._runners[name] = create_runner(name, self.bundle, self.threads, **self.runner_options).activate()
                 runner = self._runners[name]
         return runner
 

@@ -18,13 +18,15 @@ class BackendEntry:
     select it, whether it runs on a GPU (``auto`` prefers those), and ``methods``: where the
     backend computes whole methods by itself (``module:attribute`` of a function
     ``(runner, method) -> MethodImplementation``; the PyTorch reference), None when it only runs
-    the bundle graphs and each method's runtime class drives them."""
+    the bundle graphs and each method's runtime class drives them. ``options``: the caller's
+    runner options this backend takes (the others are not passed to it)."""
 
     runner: str
     available: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     gpu: bool = False
     methods: str | None = None
+    options: tuple[str, ...] = ()
 
 
 RUNNERS: dict[str, BackendEntry] = {
@@ -32,7 +34,8 @@ RUNNERS: dict[str, BackendEntry] = {
     "ort-cuda": BackendEntry("opticam_rt.runtime.ort_runner:OrtRunner", "opticam_rt.runtime.ort_runner:ort_available", {"backend": "ort-cuda"}, gpu=True),
     "ort-trt": BackendEntry("opticam_rt.runtime.ort_runner:OrtRunner", "opticam_rt.runtime.ort_runner:ort_available", {"backend": "ort-trt"}, gpu=True),
     "ov-cpu": BackendEntry("opticam_rt.runtime.openvino_runner:OvRunner", "opticam_rt.runtime.openvino_runner:openvino_available"),
-    "torch": BackendEntry("opticam_rt.runtime.torch_runner:TorchRunner", "opticam_rt.runtime.torch_runner:torch_available", methods="opticam_rt.runtime.torch_runner:reference_method"),
+    "torch": BackendEntry("opticam_rt.runtime.torch_runner:TorchRunner", "opticam_rt.runtime.torch_runner:torch_available", methods="opticam_rt.runtime.torch_runner:reference_method",
+                          options=("model", "trust_code")),
 }
 BACKENDS = ("auto", *RUNNERS)
 
@@ -82,12 +85,14 @@ def resolve_backend(backend: str, method: str | None = None) -> str:
     raise BackendUnavailableError("no runtime backend is available: pip install onnxruntime (or openvino)")
 
 
-def create_runner(backend: str, bundle: Bundle, threads: int | None = None) -> Runner:
-    """An (inactive) runner of a registered backend over ``bundle``."""
+def create_runner(backend: str, bundle: Bundle, threads: int | None = None, **options: Any) -> Runner:
+    """An (inactive) runner of a registered backend over ``bundle``; ``options`` (e.g. the PyTorch
+    backend's ``model`` and ``trust_code``) reach only the backends that declare them."""
     if backend not in RUNNERS:
         raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of {', '.join(RUNNERS)}")
     entry = RUNNERS[backend]
-    return _load(entry.runner)(bundle, threads=threads, **entry.kwargs)
+    taken = {k: v for k, v in options.items() if k in entry.options}
+    return _load(entry.runner)(bundle, threads=threads, **entry.kwargs, **taken)
 
 
 def native_method(runner: Runner, method: str) -> Any:

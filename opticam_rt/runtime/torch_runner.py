@@ -23,11 +23,14 @@ def torch_available(backend: str = "torch") -> bool:
 
 
 class TorchRunner(Runner):
-    """PyTorch eager on the model the bundle was exported from (its recipe must be importable:
-    a built-in name or ``pkg.module:factory`` recorded in the manifest).
+    """PyTorch eager on the model the bundle was exported from.
 
     Args:
         threads: torch intra-op threads, set process-wide on activate (None: leave as is).
+        model: the model to rebuild (built-in name, ``pkg.module:factory``, ``file.py:factory``);
+            None: the manifest's, which is imported only when it is a built-in name or the bundle's
+            code is trusted (``trust_code`` or OPTICAM_RT_TRUST_BUNDLE_CODE=1; else UntrustedCodeError).
+        trust_code: import the model code the manifest names.
 
     Calls are serialised by ``self.lock``: the classifier captures the tap output with a forward
     hook registered per call on the one shared module, so two threads' calls would see each
@@ -36,9 +39,12 @@ class TorchRunner(Runner):
 
     name = "torch"
 
-    def __init__(self, bundle: Bundle, threads: int | None = None) -> None:
+    def __init__(self, bundle: Bundle, threads: int | None = None, model: str | None = None,
+                 trust_code: bool = False) -> None:
         super().__init__(bundle)
         self.threads = threads
+        self.model = model
+        self.trust_code = trust_code
         self.classifier: Any = None
 
     def activate_impl(self) -> None:
@@ -50,7 +56,9 @@ class TorchRunner(Runner):
 
         if self.threads:
             torch.set_num_threads(self.threads)
-        self.classifier = TorchClassifier.from_manifest(self.bundle.manifest)
+        self.classifier = TorchClassifier.from_manifest(
+            self.bundle.manifest, self.model, self.trust_code, where=f"bundle {self.bundle.path}"
+        )
 
     def deactivate_impl(self) -> None:
         self.classifier = None

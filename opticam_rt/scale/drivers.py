@@ -51,7 +51,7 @@ def evaluate_dataset_on_ray(
 
     if batches:
         _run(bundle_dir, config, executor, len(batches), call, done)
-    return records_of(store, run_keys)
+    return records_of(store, run_keys, samples)
 
 
 def explain_files_on_ray(
