@@ -280,3 +280,15 @@ def test_demo_command_json(demo_cache, tmp_path):
     data = run_ok("demo", "--out", str(out), "--backend", "ort-cpu", "--iterations", "1", "--format", "json")
     assert Path(data["comparison"]).is_file()
     assert {r["method"] for r in data["results"]} == {"grad-cam", "opti-cam"}
+
+
+def test_opticam_shows_a_bar_of_its_steps(bundle_dir, chelsea, tmp_path, monkeypatch, capsys):
+    """Two photos with Opti-CAM were silent for 30 s (the per-image bar is off for <= 3 images)."""
+    path = tmp_path / "cat.png"
+    Image.fromarray(chelsea).save(path)
+    args = explain_args(bundle_dir, tmp_path / "out", path, method="opti-cam")
+    code, _, err = run_main(monkeypatch, capsys, *args, "--iterations", "7")
+    assert code == 0, err
+    assert "opti-cam steps" in err and "/7 [" in err  # tqdm: 1 image x 7 steps
+    code, _, err = run_main(monkeypatch, capsys, *explain_args(bundle_dir, tmp_path / "g", path))
+    assert code == 0 and "steps" not in err  # Grad-CAM is one pass: no step bar
