@@ -38,12 +38,30 @@ def check_writable_folder(folder: str | Path, option: str = "--out") -> Path:
 
 
 def check_new_file(path: str | Path, overwrite: bool, option: str = "--overwrite") -> None:
-    """Raise OutputError when ``path`` exists and may not be replaced."""
+    """Raise OutputError when ``path`` exists and may not be replaced, or cannot be a file name
+    there (too long for the file system, a parent that is not a folder)."""
     path = Path(path)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     if path.is_dir():
         raise OutputError(f"{path}: is a folder, cannot write a file there")
-    if not overwrite and path.exists():
+    if not overwrite:
         raise OutputError(f"{path}: exists (from an earlier run?); pass {option} to replace it, or write elsewhere")
+
+
+#: Bytes of the final name kept in a temporary file's name: the whole temporary name must fit
+#: the file system's 255-byte limit whenever the final name does.
+_TMP_NAME_BYTES = 100
+
+
+def temporary_prefix(name: str) -> str:
+    """``.<name, cut to _TMP_NAME_BYTES bytes>.``: the hidden prefix of ``name``'s temporary files."""
+    # bytes that are not UTF-8 (or a character cut in two) are dropped: the prefix only has to be recognisable
+    return f".{os.fsencode(name)[:_TMP_NAME_BYTES].decode('utf-8', 'ignore')}."
 
 
 def write_file(path: str | Path, write: Callable[[BinaryIO], None], overwrite: bool = False) -> Path:
@@ -54,8 +72,9 @@ def write_file(path: str | Path, write: Callable[[BinaryIO], None], overwrite: b
             message names the file. No temporary file is left behind.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -69,7 +88,7 @@ def write_file(path: str | Path, write: Callable[[BinaryIO], None], overwrite: b
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 

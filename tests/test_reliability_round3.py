@@ -1,0 +1,76 @@
+"""Issue 21 (reliability round 3): defects of `explain`, `demo`, `sanity` and `evaluate` outputs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from opticam_rt.cli import EXIT_ERROR, EXIT_SOME_FAILED, main
+
+
+def run_main(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
+    """The console entry point -> (exit status, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["opticam-rt", *map(str, args)])
+    with pytest.raises(SystemExit) as info:
+        main()
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return info.value.code, out.out, out.err
+
+
+def photo_at(path: Path, seed: int = 0) -> Path:
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def explain_args(bundle_dir: str, out: Path, *images: object) -> list[object]:
+    return ["explain", *images, "--bundle", bundle_dir, "--method", "grad-cam", "--backend", "ort-cpu",
+            "--out", out, "--format", "json"]
+
+
+# --- defect 3: a file name that cannot be written is that image's error -----------------------
+
+
+def test_defect3_long_names(bundle_dir, tmp_path, monkeypatch, capsys):
+    """230 characters: the outputs fit the 255-byte limit (their temporary names used not to);
+    245: the outputs cannot exist, which is that image's one-line error; the rest are written."""
+    images = tmp_path / "images"
+    images.mkdir()
+    fits = photo_at(images / ("f" * 230 + ".png"))
+    too_long = photo_at(images / ("t" * 245 + ".png"), 1)
+    after = photo_at(images / "after.png", 2)
+    out = tmp_path / "out"
+    code, stdout, err = run_main(monkeypatch, capsys, *explain_args(bundle_dir, out, fits, too_long, after))
+    records = json.loads(stdout)
+    assert code == EXIT_SOME_FAILED, err
+    assert Path(records[0]["map"]).is_file() and Path(records[0]["overlay"]).is_file()
+    assert "error" in records[1] and "too long" in records[1]["error"].lower()
+    assert Path(records[2]["map"]).is_file() and Path(records[2]["overlay"]).is_file()
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [f"error: {records[1]['error']}"]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_defect3_write_that_fails_on_the_temporary_name_is_one_image_error(bundle_dir, tmp_path, monkeypatch, capsys):
+    """An OSError while creating the temporary file (not only while writing it) is an OutputError."""
+    import tempfile
+
+    from opticam_rt import outputs
+
+    real = tempfile.mkstemp
+
+    def failing(*args, **kwargs):
+        if "first" in kwargs.get("prefix", ""):
+            raise OSError(36, "File name too long")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", failing)
+    first, second = photo_at(tmp_path / "first.png"), photo_at(tmp_path / "second.png", 1)
+    code, stdout, _ = run_main(monkeypatch, capsys, *explain_args(bundle_dir, tmp_path / "out", first, second))
+    records = json.loads(stdout)
+    assert code == EXIT_SOME_FAILED
+    assert "File name too long" in records[0]["error"] and Path(records[1]["map"]).is_file()
