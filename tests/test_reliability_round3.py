@@ -74,3 +74,32 @@ def test_defect3_write_that_fails_on_the_temporary_name_is_one_image_error(bundl
     records = json.loads(stdout)
     assert code == EXIT_SOME_FAILED
     assert "File name too long" in records[0]["error"] and Path(records[1]["map"]).is_file()
+
+
+# --- defect 4: a bad box is that image's error, naming the CSV line ----------------------------
+
+
+def test_defect4_bad_boxes_are_per_image_errors(bundle_dir, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("good", "outside", "vanishes", "infinite", "huge"):
+        Image.fromarray(np.random.default_rng(len(name)).integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(
+            folder / f"{name}.png")
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("path,label,x0,y0,x1,y1\n"
+                     "images/good.png,,10,10,200,200\n"
+                     "images/outside.png,,400,400,500,500\n"   # beyond the 300 x 300 photo
+                     "images/vanishes.png,,0,0,1,1\n"          # under a pixel at 32 x 32
+                     "images/infinite.png,,0,0,inf,20\n"
+                     "images/huge.png,,0,0,1e300,20\n")
+    code, out, err = run_main(monkeypatch, capsys, "evaluate", folder, "--bundle", bundle_dir, "--methods", "grad-cam",
+                              "--backend", "ort-cpu", "--metrics", "om,sp", "--boxes", boxes, "--format", "json",
+                              "--records", tmp_path / "r.jsonl")
+    assert code == EXIT_SOME_FAILED, err
+    skipped = [line for line in err.splitlines() if line.startswith("skipped: ")]
+    assert len(skipped) == 4, err
+    assert any(f"{boxes}:3:" in s and "outside" in s for s in skipped)
+    assert any(f"{boxes}:4:" in s and "no pixel" in s for s in skipped)
+    assert any(f"{boxes}:5:" in s and "finite" in s for s in skipped)
+    assert any(f"{boxes}:6:" in s and "finite" in s and "1e300" in s and len(s) < 300 for s in skipped)
+    assert json.loads(out)["grad-cam"]["n_images"] == 1

@@ -103,10 +103,14 @@ def evaluate(
     with Explainer(bundle_dir, backend=backend, engine=engine, model=model_spec) as explainer:
         samples = load_samples(data, explainer.bundle.manifest.class_names)
         if boxes_csv:
-            by_path = {s.path.resolve(): s.boxes for s in load_csv(boxes_csv, explainer.bundle.manifest.class_names)}
+            by_path = {s.path.resolve(): s for s in load_csv(boxes_csv, explainer.bundle.manifest.class_names)}
             for s in samples:
-                s.boxes.extend(by_path.get(s.path.resolve(), []))
-        metric_list = parse_metrics(metrics, any(s.boxes for s in samples))
+                given = by_path.get(s.path.resolve())
+                if given is not None:
+                    s.boxes.extend(given.boxes)
+                    s.box_sources.extend(given.box_sources)
+                    s.box_problems.extend(given.box_problems)
+        metric_list = parse_metrics(metrics, any(s.boxes or s.box_problems for s in samples))
         store = RecordStore(records_path)
         settings = EvaluationSettings(steps=steps, batch_size=batch_size, method_options=method_options, protocol=protocol)
         errors: list[str] = []
