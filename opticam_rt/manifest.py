@@ -63,7 +63,7 @@ class Manifest:
     model_spec: str | None = None
     graphs: dict[str, str] = field(default_factory=dict)
     #: Method -> self-contained explainer graph: {"file", "inputs", "outputs", "defaults",
-    #: "parameters"} (opticam_rt/export/explainer_graphs.py); empty when exported without them.
+    #: "parameters"} (opticam_rt/export/explainer_graphs/); empty when exported without them.
     explainers: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     producer: dict[str, str] = field(default_factory=dict)

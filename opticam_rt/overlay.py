@@ -1,4 +1,4 @@
-"""Saliency overlays as images: a colour map over the original photo, and side-by-side panels."""
+"""Saliency overlays as images: a colour map over the original photo, and saving it as PNG."""
 
 from __future__ import annotations
 
@@ -55,27 +55,3 @@ def save_png(rgb: np.ndarray, path: str | Path, overwrite: bool = True) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_file(path, lambda f: Image.fromarray(rgb).save(f, format="PNG"), overwrite)
-
-
-def side_by_side(rows: list[list[np.ndarray]], height: int = 224, gap: int = 4) -> np.ndarray:
-    """A grid of RGB panels (each resized to ``height`` pixels tall), white gaps between them."""
-    from PIL import Image
-
-    scaled_rows = []
-    for row in rows:
-        panels = []
-        for panel in row:
-            h, w = panel.shape[:2]
-            panels.append(np.asarray(Image.fromarray(panel).resize((max(1, round(w * height / h)), height))))
-        width = sum(p.shape[1] for p in panels) + gap * (len(panels) - 1)
-        canvas = np.full((height, width, 3), 255, dtype=np.uint8)
-        x = 0
-        for p in panels:
-            canvas[:, x : x + p.shape[1]] = p
-            x += p.shape[1] + gap
-        scaled_rows.append(canvas)
-    width = max(r.shape[1] for r in scaled_rows)
-    grid = np.full((len(rows) * (height + gap) - gap, width, 3), 255, dtype=np.uint8)
-    for i, r in enumerate(scaled_rows):
-        grid[i * (height + gap) : i * (height + gap) + height, : r.shape[1]] = r
-    return grid

@@ -259,9 +259,14 @@ def test_demo(demo_cache, tmp_path):
         assert saliency.shape == (224, 224) and saliency.dtype == np.float32
     with Image.open(result.comparison) as img:
         width, height = img.size
-    rows, panel = len(photos), 224
-    assert height == rows * panel + (rows - 1) * 4
-    assert width >= 3 * panel  # photo | grad-cam | opti-cam
+    # equal square cells at 100 dpi: photo | grad-cam | opti-cam, one row per photo
+    from opticam_rt.comparison import CELL_INCHES
+
+    assert result.titled
+    assert (width, height) == (round(3 * CELL_INCHES * 100), round((len(photos) * CELL_INCHES + 0.5) * 100))
+    assert set(result.top) == set(photos) and all(len(t) == 3 for t in result.top.values())
+    for classes in result.top.values():
+        assert [c["p"] for c in classes] == sorted((c["p"] for c in classes), reverse=True)
     opti = [r for r in result.rows if r["method"] == "opti-cam"]
     assert opti and all(r["iterations"] == 3 for r in opti)
     # the demo's photos are recognised: chelsea is a cat (ImageNet 281-285)
@@ -275,3 +280,15 @@ def test_demo_command_json(demo_cache, tmp_path):
     data = run_ok("demo", "--out", str(out), "--backend", "ort-cpu", "--iterations", "1", "--format", "json")
     assert Path(data["comparison"]).is_file()
     assert {r["method"] for r in data["results"]} == {"grad-cam", "opti-cam"}
+
+
+def test_opticam_shows_a_bar_of_its_steps(bundle_dir, chelsea, tmp_path, monkeypatch, capsys):
+    """Two photos with Opti-CAM were silent for 30 s (the per-image bar is off for <= 3 images)."""
+    path = tmp_path / "cat.png"
+    Image.fromarray(chelsea).save(path)
+    args = explain_args(bundle_dir, tmp_path / "out", path, method="opti-cam")
+    code, _, err = run_main(monkeypatch, capsys, *args, "--iterations", "7")
+    assert code == 0, err
+    assert "opti-cam steps" in err and "/7 [" in err  # tqdm: 1 image x 7 steps
+    code, _, err = run_main(monkeypatch, capsys, *explain_args(bundle_dir, tmp_path / "g", path))
+    assert code == 0 and "steps" not in err  # Grad-CAM is one pass: no step bar

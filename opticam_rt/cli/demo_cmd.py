@@ -26,11 +26,14 @@ def demo(out_dir: str, backend: str, fmt: str, **method_flags: object) -> None:
     options = options_for(DEMO_METHODS, pop_method_options(method_flags))
     result = run_demo(out_dir, backend=backend, method_options=options, log=lambda m: click.echo(m, err=True))
     if fmt == "json":
-        click.echo(json.dumps({"comparison": str(result.comparison), "results": result.rows}, indent=2))
+        click.echo(json.dumps({"comparison": str(result.comparison), "top": result.top, "results": result.rows}, indent=2))
         return
+    for image, classes in result.top.items():
+        listed = ", ".join(f"{c['class_name'] or c['class']} {c['p']:.3f}" for c in classes)
+        click.echo(f"{image:<10} top-{len(classes)}: {listed}")
     for row in result.rows:
         click.echo(
             f"{row['image']:<10} {row['method']:<9} {row['class_name'] or row['target']:<20} "
             f"p={row['score']:.3f} masked p={row['masked_score']:.3f}  {row['overlay']}"
         )
-    click.echo(f"side-by-side comparison (photo | grad-cam | opti-cam): {result.comparison}")
+    click.echo(f"side-by-side comparison (photo | {' | '.join(DEMO_METHODS)}): {result.comparison}")

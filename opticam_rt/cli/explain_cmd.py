@@ -77,6 +77,7 @@ def explain(
             )
 
     ray = ray_config(ray_address, ray_actors, ray_cpus_per_actor, backend, engine)
+    steps_bar = _steps_bar(method, options, len(images), engine, ray is not None)
     if ray is not None:
         from opticam_rt.scale import explain_files_on_ray
 
@@ -88,8 +89,10 @@ def explain(
         with Explainer(bundle_dir, backend=backend, engine=engine, model=model_spec) as explainer:
             results = explain_files(
                 explainer, images, method, parse_target(target), batch_size, out_dir, on_result=report,
-                overwrite=overwrite, **options
+                overwrite=overwrite, progress=steps_bar.update if steps_bar else None, **options
             )
+    if steps_bar:
+        steps_bar.close()
     bar.close()
     if fmt == "json":
         click.echo(json.dumps([r.record if r.record else {"image": r.image, "error": r.error} for r in results], indent=2))
@@ -98,3 +101,16 @@ def explain(
         click.echo(f"{len(failed)} of {len(results)} images failed", err=True)
         sys.exit(EXIT_SOME_FAILED)
 
+
+def _steps_bar(method: str, options: dict, images: int, engine: str, on_ray: bool) -> object | None:
+    """A bar of optimisation steps (image x step) for an iterative method on the host engine:
+    Opti-CAM's 100 steps per image are seconds each batch, and the per-image bar moves only
+    when a whole batch is written. None for one-shot methods, the graph engine (one call) and Ray."""
+    from tqdm import tqdm
+
+    from opticam_rt.runtime.explainer import method_class
+
+    if engine != "host" or on_ray or "iterations" not in method_class(method).Options.names():
+        return None
+    iterations = int(options.get("iterations", getattr(method_class(method).Options(), "iterations")))
+    return tqdm(total=images * iterations, desc=f"{method} steps", unit="step", file=sys.stderr, leave=False)

@@ -166,7 +166,8 @@ def _mean_curve(curves: Any, where: str) -> np.ndarray:
 
 
 def plot_curves(
-    curves_by_method: Mapping[str, Mapping[str, np.ndarray]], path: str | Path, overwrite: bool = True
+    curves_by_method: Mapping[str, Mapping[str, np.ndarray]], path: str | Path, overwrite: bool = True,
+    title: str | None = None,
 ) -> Path:
     """Draw the mean insertion and deletion curve of each method; save to ``path`` (format from its suffix).
 
@@ -174,7 +175,8 @@ def plot_curves(
     (either kind may be missing; a 1-D array is taken as one curve). The x axis is the
     fraction of pixels inserted/deleted, in [0, 1]; the legend gives the AUC of the mean
     curve, which equals the mean of the per-image AUCs. Needs matplotlib. The file is written
-    atomically; an existing one is replaced only when ``overwrite``.
+    atomically; an existing one is replaced only when ``overwrite``. ``title`` heads the figure
+    (default: what is plotted and over how many images).
     """
     kinds = [k for k in ("insertion", "deletion") if any(k in d for d in curves_by_method.values())]
     if not kinds:
@@ -182,6 +184,9 @@ def plot_curves(
     require_matplotlib("plotting curves")
     fig, axes = figure(5.0 * len(kinds), 4.0, 1, len(kinds))
     axes = axes[0]
+    counts = sorted({np.atleast_2d(np.asarray(c[k])).shape[0] for c in curves_by_method.values() for k in kinds if k in c})
+    images = "/".join(map(str, counts))
+    fig.suptitle(title or f"{' and '.join(kinds).capitalize()}: mean curve per method over {images} image(s)")
     for ax, kind in zip(axes, kinds):
         for method, curves in curves_by_method.items():
             if kind not in curves:

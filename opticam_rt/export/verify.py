@@ -11,6 +11,7 @@ import torch
 
 from opticam_rt.bundle import GRAPH_SIGNATURES, Bundle
 from opticam_rt.export.graphs import ExplainerGraphs
+from opticam_rt.progress import Eta
 
 #: A graph passes when, in every case and output, its normwise error against PyTorch float64,
 #: ||onnxruntime - reference||_2 / ||reference||_2, is at most this, or FLOOR_FACTOR times PyTorch
@@ -280,7 +281,14 @@ def verify_bundle(
     rng = np.random.default_rng(seed)
     graphs64 = graphs.to_float64()
     report = VerificationReport({})
-    for name in names or list(bundle.manifest.graphs):
+    todo = list(names or bundle.manifest.graphs)
+    eta = Eta(len(todo))
+    if log:
+        log(
+            f"verifying {len(todo)} graph(s) against PyTorch float64 autograd on {len(cases)} case(s) "
+            f"(one graph at a time; the backward graphs take longest)"
+        )
+    for name in todo:
         path = bundle.graph_path(name)
         check = GraphCheck(name)
         try:
@@ -307,8 +315,8 @@ def verify_bundle(
         del session  # one graph's session (and its copy of the weights) alive at a time
         if log:
             log(
-                f"verified {name}: normwise error {check.norm_error:.2e} (limit {check.limit:.1e}), "
-                f"{'ok' if check.passed else 'FAILED'}"
+                f"verified {name} ({eta.step()}): normwise error {check.norm_error:.2e} "
+                f"(limit {check.limit:.1e}), {'ok' if check.passed else 'FAILED'}"
             )
         report.graphs[name] = check
     return report

@@ -35,7 +35,7 @@ class Adam:
 
     Same update and defaults as ``torch.optim.Adam`` (betas 0.9/0.999, eps 1e-8, bias correction).
     The bias corrections use running products beta^t in float32 rather than a power, so the
-    explainer graph's Loop (export/explainer_graphs.py) can repeat them bit for bit: ONNX
+    explainer graph's Loop (export/explainer_graphs/opti_cam.py) can repeat them bit for bit: ONNX
     Runtime's float Pow and NumPy's differ in the last bit for some t.
     """
 

@@ -90,3 +90,36 @@ def test_plot_curves_without_matplotlib_says_how_to_install(tmp_path: Path, monk
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes "import matplotlib" fail
     with pytest.raises(InputError, match=r"plotting curves needs matplotlib.*pip install 'opticam-rt\[all\]'"):
         plot_curves({"m": {"deletion": np.zeros((1, 3))}}, tmp_path / "x.png")
+
+
+def _capture_figures(monkeypatch: pytest.MonkeyPatch, module: object) -> list:
+    """Record the figures a plotting function makes (its title is gone once it is a PNG)."""
+    made: list = []
+    real = module.figure  # type: ignore[attr-defined]
+
+    def spy(*args, **kwargs):
+        fig, axes = real(*args, **kwargs)
+        made.append(fig)
+        return fig, axes
+
+    monkeypatch.setattr(module, "figure", spy)
+    return made
+
+
+def test_every_report_figure_carries_a_title(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    import opticam_rt.evaluation.report as report
+    import opticam_rt.evaluation.sanity.report as sanity_report
+    from opticam_rt.evaluation.sanity import plot_randomisation, plot_wall
+
+    made = _capture_figures(monkeypatch, report)
+    sanity_made = _capture_figures(monkeypatch, sanity_report)
+    plot_curves({"opti-cam": {"insertion": np.zeros((3, 5)), "deletion": np.ones((3, 5))}}, tmp_path / "c.png")
+    plot_curves({"grad-cam": {"deletion": np.ones((2, 5))}}, tmp_path / "d.png", title="effnet: 2 photos")
+    plot_wall({"grad-cam": {"hidden_mass": 0.1, "hidden_peak": 0.0, "hidden_area": 0.25}}, tmp_path / "w.png")
+    steps = [{"step": 1, "randomised": "fc", "spearman": 0.2, "ssim": 0.3}]
+    plot_randomisation({"grad-cam": {"steps": steps}}, tmp_path / "r.png")
+    titles = [f.get_suptitle() for f in made + sanity_made]
+    assert titles[0] == "Insertion and deletion: mean curve per method over 3 image(s)"
+    assert titles[1] == "effnet: 2 photos"
+    assert titles[2].startswith("Wall test") and titles[3].startswith("Model randomisation")

@@ -94,7 +94,9 @@ def cached_export(
     """The bundle of ``model`` in ``directory``, exported there unless it already holds ``key``'s export.
 
     The export is not verified against PyTorch (as the built-in model's cached bundle): the
-    checks compare maps between bundles written by the same exporter.
+    checks compare maps between bundles written by the same exporter. It has no explainer
+    graphs: the checks run each method's host loop over the core graphs, and building all eight
+    explainer graphs was most of a walled export's ~147 s.
     """
     from opticam_rt.export import export_bundle
 
@@ -111,7 +113,7 @@ def cached_export(
         bundle, _ = export_bundle(
             model, directory, tap=tap, input_size=sm.input_size, mean=sm.mean, std=sm.std,
             class_names=sm.class_names, model_name=directory.name, model_spec=None,
-            force=True, verify=False, log=say,
+            force=True, verify=False, explainers=False, log=say,
         )
     except ExportError as exc:
         raise ExportError(f"exporting {directory.name}: {exc}") from exc

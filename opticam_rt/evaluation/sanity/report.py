@@ -67,10 +67,11 @@ def _figure(width: float, height: float, columns: int) -> tuple[Any, Any]:
     return fig, axes[0]
 
 
-def plot_wall(summary: Mapping[str, Mapping[str, float | None]], path: str | Path) -> Path:
+def plot_wall(summary: Mapping[str, Mapping[str, float | None]], path: str | Path, title: str | None = None) -> Path:
     """Bars of each method's hidden_mass and hidden_peak, with the hidden area as a dashed line."""
     methods = list(summary)
-    fig, axes = _figure(10.0, 0.45 * len(methods) + 1.5, 2)
+    fig, axes = _figure(10.0, 0.45 * len(methods) + 1.8, 2)
+    fig.suptitle(title or "Wall test: saliency a method puts where the walled model cannot see (lower is better)")
     area = next((e["hidden_area"] for e in summary.values() if e.get("hidden_area") is not None), None)
     for ax, column, title in zip(axes, ("hidden_mass", "hidden_peak"),
                                  ("share of saliency in the hidden region", "share of maps peaking there")):
@@ -90,9 +91,10 @@ def plot_wall(summary: Mapping[str, Mapping[str, float | None]], path: str | Pat
     return out
 
 
-def plot_randomisation(summary: Mapping[str, Any], path: str | Path) -> Path:
+def plot_randomisation(summary: Mapping[str, Any], path: str | Path, title: str | None = None) -> Path:
     """Spearman and SSIM against cascade step (step 0: the original model, similarity 1) per method."""
-    fig, axes = _figure(11.0, 4.0, 2)
+    fig, axes = _figure(11.0, 4.3, 2)
+    fig.suptitle(title or "Model randomisation: similarity to the original maps as layers are re-initialised (lower is better)")
     for ax, column, title in zip(axes, ("spearman", "ssim"), ("Spearman rank correlation", "SSIM")):
         for method, entry in summary.items():
             xs = [0] + [s["step"] for s in entry["steps"]]
