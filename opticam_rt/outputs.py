@@ -16,7 +16,29 @@ from typing import BinaryIO, Callable
 
 from opticam_rt.errors import OutputError
 
-__all__ = ["check_writable_folder", "check_new_file", "write_file"]
+__all__ = ["check_distinct_paths", "check_writable_folder", "check_new_file", "write_file"]
+
+
+def _same(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links, bind mounts
+    except OSError:
+        return False
+
+
+def check_distinct_paths(outputs: dict[str, str | Path | None], inputs: dict[str, str | Path | None] | None = None) -> None:
+    """OutputError when two outputs (option -> path) name one file, or an output names an input:
+    one would overwrite the other (``--out X --records X`` lost the records), checked before work."""
+    given = [(option, Path(p)) for option, p in outputs.items() if p]
+    for i, (option, path) in enumerate(given):
+        for other, other_path in given[:i]:
+            if _same(path, other_path):
+                raise OutputError(f"{other} and {option} both name {path}: give each output its own file")
+        for source, source_path in (inputs or {}).items():
+            if source_path and _same(path, Path(source_path)):
+                raise OutputError(f"{option} {path} is the input {source}: write the output elsewhere")
 
 
 def check_writable_folder(folder: str | Path, option: str = "--out") -> Path:

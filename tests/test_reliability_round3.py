@@ -103,3 +103,41 @@ def test_defect4_bad_boxes_are_per_image_errors(bundle_dir, tmp_path, monkeypatc
     assert any(f"{boxes}:5:" in s and "finite" in s for s in skipped)
     assert any(f"{boxes}:6:" in s and "finite" in s and "1e300" in s and len(s) < 300 for s in skipped)
     assert json.loads(out)["grad-cam"]["n_images"] == 1
+
+
+# --- defect 7: one path for two outputs is refused before any work ---------------------------
+
+
+@pytest.fixture
+def two_photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        photo_at(folder / f"p{i}.png", i)
+    return folder
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("pair", [("--out", "--records"), ("--out", "--plot"), ("--plot", "--records")])
+def test_defect7_same_path_for_two_outputs_is_refused(bundle_dir, two_photos, tmp_path, monkeypatch, capsys, pair,
+                                                       overwrite):
+    records = tmp_path / "r.jsonl"
+    records.write_text('{"method": "grad-cam", "image": "earlier"}\n')
+    before = records.read_text()
+    paths = {"--records": tmp_path / "other.jsonl", "--out": tmp_path / "report.txt", "--plot": tmp_path / "c.png"}
+    paths.update({pair[0]: records, pair[1]: records})
+    args = [a for option, path in paths.items() for a in (option, path)]
+    code, _, err = run_main(monkeypatch, capsys, "evaluate", two_photos, "--bundle", bundle_dir, "--methods", "grad-cam",
+                            "--metrics", "ad", *args, *(["--overwrite"] if overwrite else []))
+    assert code == EXIT_ERROR
+    assert err.count("\n") == 1 and f"{pair[0]} and {pair[1]} both name {records}" in err, err
+    assert records.read_text() == before
+
+
+def test_defect7_output_over_an_input_is_refused(bundle_dir, two_photos, tmp_path, monkeypatch, capsys):
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("path,label,x0,y0,x1,y1\n")
+    code, _, err = run_main(monkeypatch, capsys, "evaluate", two_photos, "--bundle", bundle_dir, "--methods", "grad-cam",
+                            "--boxes", boxes, "--out", boxes, "--overwrite", "--records", tmp_path / "r.jsonl")
+    assert code == EXIT_ERROR and "is the input --boxes" in err
+    assert boxes.read_text() == "path,label,x0,y0,x1,y1\n"

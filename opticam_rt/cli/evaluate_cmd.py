@@ -73,7 +73,7 @@ def evaluate(
     from opticam_rt.errors import InputError
     from opticam_rt.evaluation import RecordStore, aggregate, format_report, load_samples, plot_curves
     from opticam_rt.evaluation.datasets import load_csv
-    from opticam_rt.outputs import check_new_file, check_writable_folder, write_file
+    from opticam_rt.outputs import check_distinct_paths, check_new_file, check_writable_folder, write_file
     from opticam_rt.evaluation.metric_names import BY_NAME
     from opticam_rt.evaluation.runner import EvaluationSettings, evaluate_dataset, parse_metrics, run_key
     from opticam_rt.runtime.explainer import Explainer
@@ -90,6 +90,8 @@ def evaluate(
                                          else default_records_path("eval", bundle_dir, data)))
     if not records_file and not out_file:
         records_path.parent.mkdir(parents=True, exist_ok=True)
+    check_distinct_paths({"--out": out_file, "--plot": plot_file, "--records": records_path},
+                         {"DATA": data, "--boxes": boxes_csv})
     for path, option in ((out_file, "--out"), (plot_file, "--plot"), (str(records_path), "--records")):
         if path:  # before any work: an unwritable output must not cost the run
             check_writable_folder(Path(path).parent, option)
