@@ -16,7 +16,29 @@ from typing import BinaryIO, Callable
 
 from opticam_rt.errors import OutputError
 
-__all__ = ["check_writable_folder", "check_new_file", "write_file"]
+__all__ = ["check_distinct_paths", "check_writable_folder", "check_new_file", "write_file"]
+
+
+def _same(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links, bind mounts
+    except OSError:
+        return False
+
+
+def check_distinct_paths(outputs: dict[str, str | Path | None], inputs: dict[str, str | Path | None] | None = None) -> None:
+    """OutputError when two outputs (option -> path) name one file, or an output names an input:
+    one would overwrite the other (``--out X --records X`` lost the records), checked before work."""
+    given = [(option, Path(p)) for option, p in outputs.items() if p]
+    for i, (option, path) in enumerate(given):
+        for other, other_path in given[:i]:
+            if _same(path, other_path):
+                raise OutputError(f"{other} and {option} both name {path}: give each output its own file")
+        for source, source_path in (inputs or {}).items():
+            if source_path and _same(path, Path(source_path)):
+                raise OutputError(f"{option} {path} is the input {source}: write the output elsewhere")
 
 
 def check_writable_folder(folder: str | Path, option: str = "--out") -> Path:
@@ -38,12 +60,30 @@ def check_writable_folder(folder: str | Path, option: str = "--out") -> Path:
 
 
 def check_new_file(path: str | Path, overwrite: bool, option: str = "--overwrite") -> None:
-    """Raise OutputError when ``path`` exists and may not be replaced."""
+    """Raise OutputError when ``path`` exists and may not be replaced, or cannot be a file name
+    there (too long for the file system, a parent that is not a folder)."""
     path = Path(path)
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     if path.is_dir():
         raise OutputError(f"{path}: is a folder, cannot write a file there")
-    if not overwrite and path.exists():
+    if not overwrite:
         raise OutputError(f"{path}: exists (from an earlier run?); pass {option} to replace it, or write elsewhere")
+
+
+#: Bytes of the final name kept in a temporary file's name: the whole temporary name must fit
+#: the file system's 255-byte limit whenever the final name does.
+_TMP_NAME_BYTES = 100
+
+
+def temporary_prefix(name: str) -> str:
+    """``.<name, cut to _TMP_NAME_BYTES bytes>.``: the hidden prefix of ``name``'s temporary files."""
+    # bytes that are not UTF-8 (or a character cut in two) are dropped: the prefix only has to be recognisable
+    return f".{os.fsencode(name)[:_TMP_NAME_BYTES].decode('utf-8', 'ignore')}."
 
 
 def write_file(path: str | Path, write: Callable[[BinaryIO], None], overwrite: bool = False) -> Path:
@@ -54,8 +94,9 @@ def write_file(path: str | Path, write: Callable[[BinaryIO], None], overwrite: b
             message names the file. No temporary file is left behind.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -69,7 +110,7 @@ def write_file(path: str | Path, write: Callable[[BinaryIO], None], overwrite: b
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 

@@ -263,6 +263,59 @@ def test_manifest_fuzz(explainer, manifest_copy, good_image) -> None:
     (copy / MANIFEST).write_text(json.dumps(original))
 
 
+# --- boxes files -----------------------------------------------------------------------------
+
+coordinates = st.one_of(
+    st.integers(-50, 80).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["inf", "-inf", "nan", "1e300", "-1e300", "1e-300", "9" * 400, "", " ", "0x10", "1_0", "½", "3.5e2"]),
+    st.text(max_size=8),
+)
+
+
+def test_boxes_file_fuzz(explainer, good_image, tmp_path) -> None:
+    """A boxes CSV of arbitrary coordinates: the file loads or fails in one line naming it, and
+    each image is then scored or skipped with a one-line error naming the CSV and its line
+    (issue 21, defect 4: inf was OverflowError, an empty box stopped the run)."""
+    import csv
+
+    from opticam_rt.evaluation.datasets import load_csv
+    from opticam_rt.evaluation.runner import EvaluationBatch, EvaluationSettings, evaluate_batch
+
+    images = [good_image, tmp_path / "second.png"]
+    shutil.copy(good_image, images[1])
+    boxes = tmp_path / "boxes.csv"
+
+    plausible = st.builds(lambda x, y, w, h: [str(x), str(y), str(x + w), str(y + h)],
+                          st.integers(-5, 45), st.integers(-5, 35), st.integers(0, 50), st.integers(0, 40))
+    boxes_of = st.one_of(plausible, st.lists(coordinates, min_size=4, max_size=4))
+
+    @settings(FUZZ, max_examples=max(10, EXAMPLES * 2 // 5))
+    @given(rows=st.lists(st.tuples(st.integers(0, 1), boxes_of), min_size=1, max_size=4))
+    def check(rows) -> None:
+        with boxes.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label", "x0", "y0", "x1", "y1"])
+            for which, values in rows:
+                writer.writerow([str(images[which]), "", *values])
+        try:
+            samples = load_csv(boxes)
+        except OpticamError as exc:
+            assert "\n" not in str(exc) and str(boxes) in str(exc), str(exc)
+            seen("boxes: file refused")
+            return
+        outcome = evaluate_batch(explainer, EvaluationBatch("grad-cam", samples), ["om"], EvaluationSettings())
+        for image, message in outcome.errors:
+            assert "\n" not in message and f"{boxes}:" in message and len(message) < 400, message
+            seen("boxes: image skipped")
+        for record in outcome.records:
+            assert record["OM"] in (0.0, 100.0) or record.get("OM") is None, record
+            seen("boxes: scored")
+        assert len(outcome.errors) + len(outcome.records) == len(samples)
+
+    check()
+
+
 # --- model code named by a manifest ----------------------------------------------------------
 
 

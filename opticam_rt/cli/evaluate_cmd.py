@@ -73,7 +73,7 @@ def evaluate(
     from opticam_rt.errors import InputError
     from opticam_rt.evaluation import RecordStore, aggregate, format_report, load_samples, plot_curves
     from opticam_rt.evaluation.datasets import load_csv
-    from opticam_rt.outputs import check_new_file, check_writable_folder, write_file
+    from opticam_rt.outputs import check_distinct_paths, check_new_file, check_writable_folder, write_file
     from opticam_rt.evaluation.metric_names import BY_NAME
     from opticam_rt.evaluation.runner import EvaluationSettings, evaluate_dataset, parse_metrics, run_key
     from opticam_rt.runtime.explainer import Explainer
@@ -90,6 +90,8 @@ def evaluate(
                                          else default_records_path("eval", bundle_dir, data)))
     if not records_file and not out_file:
         records_path.parent.mkdir(parents=True, exist_ok=True)
+    check_distinct_paths({"--out": out_file, "--plot": plot_file, "--records": records_path},
+                         {"DATA": data, "--boxes": boxes_csv})
     for path, option in ((out_file, "--out"), (plot_file, "--plot"), (str(records_path), "--records")):
         if path:  # before any work: an unwritable output must not cost the run
             check_writable_folder(Path(path).parent, option)
@@ -103,10 +105,14 @@ def evaluate(
     with Explainer(bundle_dir, backend=backend, engine=engine, model=model_spec) as explainer:
         samples = load_samples(data, explainer.bundle.manifest.class_names)
         if boxes_csv:
-            by_path = {s.path.resolve(): s.boxes for s in load_csv(boxes_csv, explainer.bundle.manifest.class_names)}
+            by_path = {s.path.resolve(): s for s in load_csv(boxes_csv, explainer.bundle.manifest.class_names)}
             for s in samples:
-                s.boxes.extend(by_path.get(s.path.resolve(), []))
-        metric_list = parse_metrics(metrics, any(s.boxes for s in samples))
+                given = by_path.get(s.path.resolve())
+                if given is not None:
+                    s.boxes.extend(given.boxes)
+                    s.box_sources.extend(given.box_sources)
+                    s.box_problems.extend(given.box_problems)
+        metric_list = parse_metrics(metrics, any(s.boxes or s.box_problems for s in samples))
         store = RecordStore(records_path)
         settings = EvaluationSettings(steps=steps, batch_size=batch_size, method_options=method_options, protocol=protocol)
         errors: list[str] = []

@@ -10,7 +10,10 @@ Two sources are understood by :func:`load_samples`:
 * **A CSV file** with a header holding ``path`` and ``label`` and optionally ``x0, y0, x1, y1``.
   Paths are relative to the CSV's folder (absolute paths are kept). An empty label means no
   label. Several rows for one path give that image several boxes (all rows of a path must
-  agree on the label). Boxes are in model-resolution pixels, inclusive-exclusive.
+  agree on the label). Boxes are in the original image's pixels, inclusive-exclusive. A box
+  that cannot be used (not a number, infinite, empty, out of range) is that image's problem,
+  kept with the CSV line that gave it (``Sample.box_problems``): the evaluation reports it as
+  that image's error and goes on.
 
 Labels are resolved the same way in both: first an exact match in ``class_names``, then an
 integer index (checked against ``len(class_names)`` when the list is given). Anything else
@@ -20,6 +23,7 @@ is an InputError naming the file (or folder) and the label.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,16 +42,20 @@ _BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 class Sample:
     """One evaluation image: its path, class index (None: use top-1) and ground-truth boxes.
 
-    ``boxes`` holds ``(x0, y0, x1, y1)`` int tuples in model-resolution pixels,
-    inclusive-exclusive; empty when the image has none.
+    ``boxes`` holds ``(x0, y0, x1, y1)`` int tuples in the original image's pixels,
+    inclusive-exclusive; empty when the image has none. ``box_sources``: where each box came
+    from (``file.csv:line``), for errors; ``box_problems``: one message per box that could not
+    be read (the image is then reported, not scored, when localisation metrics are asked for).
     """
 
     path: Path
     label: int | None
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    box_sources: list[str] = field(default_factory=list, compare=False)
+    box_problems: list[str] = field(default_factory=list)
     #: sha256 of the file's content when the run was planned (``evaluation.runner.fingerprint``);
     #: None until then, or when the file could not be read.
-    sha256: str | None = None
+    sha256: str | None = field(default=None, compare=False)
 
 
 def resolve_label(label: str, class_names: Sequence[str] | None, where: str) -> int:
@@ -93,19 +101,27 @@ def load_folder(folder: str | Path, class_names: Sequence[str] | None = None) ->
     return samples
 
 
-def _parse_box(row: dict[str, str], where: str) -> tuple[int, int, int, int] | None:
-    values = [(row.get(c) or "").strip() for c in _BOX_COLUMNS]
-    if not any(values):
-        return None
+#: Largest box coordinate taken, in pixels (any photo Pillow decodes is far smaller).
+MAX_BOX_COORDINATE = 10**9
+
+
+def parse_box(values: Sequence[str], where: str) -> tuple[int, int, int, int]:
+    """x0, y0, x1, y1 as text -> int pixels; InputError naming ``where`` and the values otherwise."""
+    printable = [v if v.isprintable() else ascii(v) for v in values]  # a newline in a cell stays on one line
+    shown = ", ".join(v if len(v) <= 24 else v[:21] + "..." for v in printable)
     if not all(values):
-        raise InputError(f"{where}: a box needs all of x0, y0, x1, y1, got {values}")
+        raise InputError(f"{where}: a box needs all of x0, y0, x1, y1, got ({shown})")
     try:
-        x0, y0, x1, y1 = (int(round(float(v))) for v in values)
+        numbers = [float(v) for v in values]
     except ValueError:
-        raise InputError(f"{where}: box coordinates must be numbers, got {values}") from None
+        raise InputError(f"{where}: box coordinates must be numbers, got ({shown})") from None
+    if not all(math.isfinite(v) and abs(v) <= MAX_BOX_COORDINATE for v in numbers):
+        raise InputError(f"{where}: box coordinates must be finite pixel positions (at most "
+                         f"{MAX_BOX_COORDINATE:.0e}), got ({shown})")
+    x0, y0, x1, y1 = (int(round(v)) for v in numbers)
     if x0 < 0 or y0 < 0 or x1 <= x0 or y1 <= y0:
         raise InputError(f"{where}: box {(x0, y0, x1, y1)} is empty or negative "
-                         "(x0, y0, x1, y1 are inclusive-exclusive pixels)")
+                         "(x0, y0, x1, y1 are inclusive-exclusive pixels of the original image)")
     return (x0, y0, x1, y1)
 
 
@@ -135,7 +151,13 @@ def load_csv(csv_path: str | Path, class_names: Sequence[str] | None = None) -> 
                 raise InputError(f"{where}: image {image} does not exist")
             raw = (row.get("label") or "").strip()
             label = resolve_label(raw, class_names, where) if raw else None
-            box = _parse_box(row, where) if present else None
+            values = [(row.get(c) or "").strip() for c in _BOX_COLUMNS] if present else []
+            box, problem = None, None
+            if any(values):
+                try:
+                    box = parse_box(values, where)
+                except InputError as exc:  # this image's error, not the whole file's
+                    problem = str(exc)
             sample = samples.get(image)
             if sample is None:
                 sample = samples[image] = Sample(image, label)
@@ -144,6 +166,9 @@ def load_csv(csv_path: str | Path, class_names: Sequence[str] | None = None) -> 
                                  "earlier row")
             if box is not None:
                 sample.boxes.append(box)
+                sample.box_sources.append(where)
+            if problem is not None:
+                sample.box_problems.append(problem)
     if not samples:
         raise InputError(f"{path} lists no image")
     return list(samples.values())

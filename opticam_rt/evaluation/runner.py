@@ -144,6 +144,10 @@ def evaluate_batch(
         if sample.sha256 is not None and digest != sample.sha256:
             errors.append((str(sample.path), f"{sample.path}: changed while the evaluation ran; run it again"))
             continue
+        problem = box_problem(sample, image.original_size, size) if any(m in LOCALISATION for m in metrics) else None
+        if problem is not None:
+            errors.append((str(sample.path), problem))
+            continue
         hashes[str(sample.path)] = digest  # type: ignore[assignment]
         loaded[str(sample.path)] = (sample, image.pixels)
         h0, w0 = image.original_size
@@ -165,6 +169,30 @@ def evaluate_batch(
     for record in records:
         record["input"] = sample_input(loaded[record["image"]][0], hashes[record["image"]])
     return BatchOutcome(records, errors)
+
+
+def box_problem(sample: Sample, original_size: tuple[int, int], size: tuple[int, int]) -> str | None:
+    """Why ``sample``'s boxes cannot be scored, naming the CSV line of the box, or None.
+
+    A box must have been readable, must overlap the photo (``original_size``, (H0, W0)), and
+    must still cover a pixel once scaled to the model's ``size`` (H, W) and rounded, as the
+    localisation metrics round it.
+    """
+    if sample.box_problems:
+        more = len(sample.box_problems) - 1
+        return sample.box_problems[0] + (f" (and {more} more bad box{'es' if more > 1 else ''})" if more else "")
+    h0, w0 = original_size
+    h, w = size
+    for i, (x0, y0, x1, y1) in enumerate(sample.boxes):
+        where = sample.box_sources[i] if i < len(sample.box_sources) else str(sample.path)
+        if min(x1, w0) <= max(x0, 0) or min(y1, h0) <= max(y0, 0):
+            return f"{where}: box {(x0, y0, x1, y1)} lies outside the {w0} x {h0} photo {sample.path}"
+        sx, sy = w / w0, h / h0
+        a0, b0, a1, b1 = (int(round(v)) for v in (x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+        if min(a1, w) <= max(a0, 0) or min(b1, h) <= max(b0, 0):
+            return (f"{where}: box {(x0, y0, x1, y1)} of the {w0} x {h0} photo {sample.path} covers no pixel "
+                    f"at the model's {w} x {h} input; give a larger box")
+    return None
 
 
 def evaluate_dataset(

@@ -89,8 +89,6 @@ def test_csv_without_box_columns(tmp_path: Path) -> None:
         ("path,label\na.jpg,catfish\n", "catfish"),  # unknown name: named with the file
         ("path,label\nmissing.jpg,0\n", "does not exist"),
         ("path,label,x0,y0\na.jpg,0,1,2\n", "all of x0"),  # incomplete box columns
-        ("path,label,x0,y0,x1,y1\na.jpg,0,1,2,,\n", "needs all of"),  # incomplete box row
-        ("path,label,x0,y0,x1,y1\na.jpg,0,5,5,5,9\n", "empty"),  # zero-width box
         ("path,label\na.jpg,0\na.jpg,1\n", "label"),  # conflicting labels
         ("file,class\na.jpg,0\n", "header"),
     ],
@@ -101,6 +99,30 @@ def test_csv_errors(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(InputError, match=message) as info:
         load_samples(csv_path, CLASSES)
     assert "bad.csv" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("box", "message"),
+    [
+        ("1,2,,", "needs all of"),  # incomplete box row
+        ("5,5,5,9", "empty"),  # zero-width box
+        ("-3,0,4,4", "negative"),
+        ("0,0,inf,4", "finite"),  # was OverflowError
+        ("0,0,1e300,4", "finite"),  # was a 300-digit number
+        ("0,0,nan,4", "finite"),
+        ("a,b,c,d", "numbers"),
+    ],
+)
+def test_bad_box_is_that_images_problem_naming_the_line(tmp_path: Path, box: str, message: str) -> None:
+    """Issue 21, defect 4: a bad box is kept as that image's problem (file and line), the other rows load."""
+    touch(tmp_path / "a.jpg")
+    touch(tmp_path / "b.jpg")
+    csv_path = write_csv(tmp_path / "bad.csv", f"path,label,x0,y0,x1,y1\nb.jpg,0,0,0,4,4\na.jpg,0,{box}\n")
+    good, bad = load_samples(csv_path, CLASSES)
+    assert good.boxes == [(0, 0, 4, 4)] and good.box_problems == [] and good.box_sources == [f"{csv_path}:2"]
+    assert bad.boxes == [] and len(bad.box_problems) == 1
+    assert bad.box_problems[0].startswith(f"{csv_path}:3: ") and message in bad.box_problems[0]
+    assert len(bad.box_problems[0]) < 250 and "\n" not in bad.box_problems[0]
 
 
 def test_unknown_label_error_names_file_line_and_label(tmp_path: Path) -> None:

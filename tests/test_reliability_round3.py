@@ -1,0 +1,143 @@
+"""Issue 21 (reliability round 3): defects of `explain`, `demo`, `sanity` and `evaluate` outputs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from opticam_rt.cli import EXIT_ERROR, EXIT_SOME_FAILED, main
+
+
+def run_main(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
+    """The console entry point -> (exit status, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["opticam-rt", *map(str, args)])
+    with pytest.raises(SystemExit) as info:
+        main()
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return info.value.code, out.out, out.err
+
+
+def photo_at(path: Path, seed: int = 0) -> Path:
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def explain_args(bundle_dir: str, out: Path, *images: object) -> list[object]:
+    return ["explain", *images, "--bundle", bundle_dir, "--method", "grad-cam", "--backend", "ort-cpu",
+            "--out", out, "--format", "json"]
+
+
+# --- defect 3: a file name that cannot be written is that image's error -----------------------
+
+
+def test_defect3_long_names(bundle_dir, tmp_path, monkeypatch, capsys):
+    """230 characters: the outputs fit the 255-byte limit (their temporary names used not to);
+    245: the outputs cannot exist, which is that image's one-line error; the rest are written."""
+    images = tmp_path / "images"
+    images.mkdir()
+    fits = photo_at(images / ("f" * 230 + ".png"))
+    too_long = photo_at(images / ("t" * 245 + ".png"), 1)
+    after = photo_at(images / "after.png", 2)
+    out = tmp_path / "out"
+    code, stdout, err = run_main(monkeypatch, capsys, *explain_args(bundle_dir, out, fits, too_long, after))
+    records = json.loads(stdout)
+    assert code == EXIT_SOME_FAILED, err
+    assert Path(records[0]["map"]).is_file() and Path(records[0]["overlay"]).is_file()
+    assert "error" in records[1] and "too long" in records[1]["error"].lower()
+    assert Path(records[2]["map"]).is_file() and Path(records[2]["overlay"]).is_file()
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [f"error: {records[1]['error']}"]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_defect3_write_that_fails_on_the_temporary_name_is_one_image_error(bundle_dir, tmp_path, monkeypatch, capsys):
+    """An OSError while creating the temporary file (not only while writing it) is an OutputError."""
+    import tempfile
+
+    from opticam_rt import outputs
+
+    real = tempfile.mkstemp
+
+    def failing(*args, **kwargs):
+        if "first" in kwargs.get("prefix", ""):
+            raise OSError(36, "File name too long")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", failing)
+    first, second = photo_at(tmp_path / "first.png"), photo_at(tmp_path / "second.png", 1)
+    code, stdout, _ = run_main(monkeypatch, capsys, *explain_args(bundle_dir, tmp_path / "out", first, second))
+    records = json.loads(stdout)
+    assert code == EXIT_SOME_FAILED
+    assert "File name too long" in records[0]["error"] and Path(records[1]["map"]).is_file()
+
+
+# --- defect 4: a bad box is that image's error, naming the CSV line ----------------------------
+
+
+def test_defect4_bad_boxes_are_per_image_errors(bundle_dir, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("good", "outside", "vanishes", "infinite", "huge"):
+        Image.fromarray(np.random.default_rng(len(name)).integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(
+            folder / f"{name}.png")
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("path,label,x0,y0,x1,y1\n"
+                     "images/good.png,,10,10,200,200\n"
+                     "images/outside.png,,400,400,500,500\n"   # beyond the 300 x 300 photo
+                     "images/vanishes.png,,0,0,1,1\n"          # under a pixel at 32 x 32
+                     "images/infinite.png,,0,0,inf,20\n"
+                     "images/huge.png,,0,0,1e300,20\n")
+    code, out, err = run_main(monkeypatch, capsys, "evaluate", folder, "--bundle", bundle_dir, "--methods", "grad-cam",
+                              "--backend", "ort-cpu", "--metrics", "om,sp", "--boxes", boxes, "--format", "json",
+                              "--records", tmp_path / "r.jsonl")
+    assert code == EXIT_SOME_FAILED, err
+    skipped = [line for line in err.splitlines() if line.startswith("skipped: ")]
+    assert len(skipped) == 4, err
+    assert any(f"{boxes}:3:" in s and "outside" in s for s in skipped)
+    assert any(f"{boxes}:4:" in s and "no pixel" in s for s in skipped)
+    assert any(f"{boxes}:5:" in s and "finite" in s for s in skipped)
+    assert any(f"{boxes}:6:" in s and "finite" in s and "1e300" in s and len(s) < 300 for s in skipped)
+    assert json.loads(out)["grad-cam"]["n_images"] == 1
+
+
+# --- defect 7: one path for two outputs is refused before any work ---------------------------
+
+
+@pytest.fixture
+def two_photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        photo_at(folder / f"p{i}.png", i)
+    return folder
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("pair", [("--out", "--records"), ("--out", "--plot"), ("--plot", "--records")])
+def test_defect7_same_path_for_two_outputs_is_refused(bundle_dir, two_photos, tmp_path, monkeypatch, capsys, pair,
+                                                       overwrite):
+    records = tmp_path / "r.jsonl"
+    records.write_text('{"method": "grad-cam", "image": "earlier"}\n')
+    before = records.read_text()
+    paths = {"--records": tmp_path / "other.jsonl", "--out": tmp_path / "report.txt", "--plot": tmp_path / "c.png"}
+    paths.update({pair[0]: records, pair[1]: records})
+    args = [a for option, path in paths.items() for a in (option, path)]
+    code, _, err = run_main(monkeypatch, capsys, "evaluate", two_photos, "--bundle", bundle_dir, "--methods", "grad-cam",
+                            "--metrics", "ad", *args, *(["--overwrite"] if overwrite else []))
+    assert code == EXIT_ERROR
+    assert err.count("\n") == 1 and f"{pair[0]} and {pair[1]} both name {records}" in err, err
+    assert records.read_text() == before
+
+
+def test_defect7_output_over_an_input_is_refused(bundle_dir, two_photos, tmp_path, monkeypatch, capsys):
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("path,label,x0,y0,x1,y1\n")
+    code, _, err = run_main(monkeypatch, capsys, "evaluate", two_photos, "--bundle", bundle_dir, "--methods", "grad-cam",
+                            "--boxes", boxes, "--out", boxes, "--overwrite", "--records", tmp_path / "r.jsonl")
+    assert code == EXIT_ERROR and "is the input --boxes" in err
+    assert boxes.read_text() == "path,label,x0,y0,x1,y1\n"
