@@ -116,6 +116,10 @@ def evaluate(
         store = RecordStore(records_path)
         settings = EvaluationSettings(steps=steps, batch_size=batch_size, method_options=method_options, protocol=protocol)
         errors: list[str] = []
+        # The line before the bar: a bar drawn first would share its line with this message.
+        on = ", ".join(f"{m} on {explainer.runner_for(m).name}" for m in method_list)
+        click.echo(f"{plural(len(samples), 'image')} x {plural(len(method_list), 'method')} ({'Ray actors, ' if ray else ''}{on}"
+                   f"{'; auto picks per method' if backend == 'auto' else ''}); per-image results in {records_path}", err=True)
         bar = tqdm(total=len(samples) * len(method_list), desc="evaluate", unit="img", file=sys.stderr,
                    disable=len(samples) * len(method_list) <= 3)
 
@@ -123,9 +127,6 @@ def evaluate(
             errors.append(image)
             bar.write(f"skipped: {message}", file=sys.stderr)
 
-        on = ", ".join(f"{m} on {explainer.runner_for(m).name}" for m in method_list)
-        click.echo(f"{plural(len(samples), 'image')} x {plural(len(method_list), 'method')} ({'Ray actors, ' if ray else ''}{on}"
-                   f"{'; auto picks per method' if backend == 'auto' else ''}); per-image results in {records_path}", err=True)
         if ray is not None:
             from opticam_rt.scale import evaluate_dataset_on_ray
 

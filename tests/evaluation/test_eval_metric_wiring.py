@@ -56,3 +56,13 @@ def test_maxboxacc_and_protocol_reach_the_report(bundle_dir, boxed_csv, tmp_path
     assert all(np.asarray(r["box_acc_grid"]).shape == (100, 3) for r in records)
     # the paper's F1 is soft (no threshold) and its LE continuous: the numbers must move
     assert (standard["F1"], standard["LE"]) != (paper["F1"], paper["LE"])
+
+
+def test_the_start_message_has_its_own_line_before_the_bar(bundle_dir, boxed_csv, tmp_path):
+    """The bar used to be drawn first, so the message continued its line ('evaluate:   0%|3 images x')."""
+    args = ["evaluate", str(boxed_csv), "--bundle", bundle_dir, "--methods", "grad-cam,fake-cam", "--metrics", "sp",
+            "--records", str(tmp_path / "r.jsonl"), "--backend", "ort-cpu"]  # fmt: skip
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("3 images x 2 methods (grad-cam on ort-cpu, fake-cam on ort-cpu)"), result.stderr[:200]
+    assert "evaluate:" in result.stderr  # 6 units: the bar is on, after the message
