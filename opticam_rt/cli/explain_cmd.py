@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import click
 
@@ -61,9 +62,16 @@ def explain(
     from opticam_rt.runtime.files import explain_files, parse_target
 
     options = options_for([method], pop_method_options(method_flags))[method]
-    bar = tqdm(total=len(images), desc=method, unit="img", file=sys.stderr, disable=len(images) <= 3)
+    # Bars are drawn once the bundle has loaded: a load error must be the first thing on stderr,
+    # not the tail of a bar's "0%" line.
+    bars: dict[str, Any] = {}
+
+    def start_bars(on_ray: bool) -> None:
+        bars["images"] = tqdm(total=len(images), desc=method, unit="img", file=sys.stderr, disable=len(images) <= 3)
+        bars["steps"] = _steps_bar(method, options, len(images), engine, on_ray)
 
     def report(result: "FileResult") -> None:  # noqa: F821
+        bar = bars["images"]
         bar.update(1)
         if result.error:
             bar.write(f"error: {result.error}", file=sys.stderr)
@@ -77,23 +85,27 @@ def explain(
             )
 
     ray = ray_config(ray_address, ray_actors, ray_cpus_per_actor, backend, engine)
-    steps_bar = _steps_bar(method, options, len(images), engine, ray is not None)
-    if ray is not None:
-        from opticam_rt.scale import explain_files_on_ray
+    try:
+        if ray is not None:
+            from opticam_rt.scale import explain_files_on_ray
 
-        results = explain_files_on_ray(
-            bundle_dir, images, method, parse_target(target), batch_size, out_dir, ray, on_result=report,
-            overwrite=overwrite, **options
-        )
-    else:
-        with Explainer(bundle_dir, backend=backend, engine=engine, model=model_spec) as explainer:
-            results = explain_files(
-                explainer, images, method, parse_target(target), batch_size, out_dir, on_result=report,
-                overwrite=overwrite, progress=steps_bar.update if steps_bar else None, **options
+            start_bars(on_ray=True)
+            results = explain_files_on_ray(
+                bundle_dir, images, method, parse_target(target), batch_size, out_dir, ray, on_result=report,
+                overwrite=overwrite, **options
             )
-    if steps_bar:
-        steps_bar.close()
-    bar.close()
+        else:
+            with Explainer(bundle_dir, backend=backend, engine=engine, model=model_spec) as explainer:
+                start_bars(on_ray=False)
+                steps_bar = bars["steps"]
+                results = explain_files(
+                    explainer, images, method, parse_target(target), batch_size, out_dir, on_result=report,
+                    overwrite=overwrite, progress=steps_bar.update if steps_bar else None, **options
+                )
+    finally:
+        for bar in bars.values():
+            if bar is not None:
+                bar.close()
     if fmt == "json":
         click.echo(json.dumps([r.record if r.record else {"image": r.image, "error": r.error} for r in results], indent=2))
     failed = [r for r in results if r.error]
