@@ -141,3 +141,98 @@ def test_defect7_output_over_an_input_is_refused(bundle_dir, two_photos, tmp_pat
                             "--boxes", boxes, "--out", boxes, "--overwrite", "--records", tmp_path / "r.jsonl")
     assert code == EXIT_ERROR and "is the input --boxes" in err
     assert boxes.read_text() == "path,label,x0,y0,x1,y1\n"
+
+
+# --- defect 6: demo and sanity never replace a file without --overwrite, checked before work ---
+
+
+@pytest.fixture
+def tiny_demo(bundle_dir, monkeypatch):
+    """The demo on the tiny bundle and two small photos; records whether the bundle was asked for."""
+    from opticam_rt import demo
+    from opticam_rt.bundle import load_bundle
+
+    asked = []
+
+    def bundle(log=None):
+        asked.append(1)
+        return load_bundle(bundle_dir)
+
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(demo, "builtin_bundle", bundle)
+    monkeypatch.setattr(demo, "sample_photos", lambda: {n: rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+                                                        for n in ("one", "two")})
+    return asked
+
+
+def test_defect6_demo_refuses_to_replace_an_earlier_result(tiny_demo, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = out / "one.grad-cam.npy"
+    np.save(earlier, np.full((2, 2), 7.0, np.float32))  # e.g. written by `explain`
+    before = earlier.read_bytes()
+    args = ["demo", "--out", out, "--backend", "ort-cpu", "--iterations", "2", "--format", "json"]
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    assert code == EXIT_ERROR and err.count("\n") == 1 and str(earlier) in err and "--overwrite" in err
+    assert earlier.read_bytes() == before and tiny_demo == []  # refused before any work
+    assert sorted(p.name for p in out.iterdir()) == ["one.grad-cam.npy"]
+    code, stdout, err = run_main(monkeypatch, capsys, *args, "--overwrite")
+    assert code == 0, err
+    assert np.load(earlier).shape == (32, 32) and json.loads(stdout)["results"]
+
+
+def test_defect6_demo_twice_refuses_the_second(tiny_demo, tmp_path, monkeypatch, capsys):
+    args = ["demo", "--out", tmp_path / "out", "--backend", "ort-cpu", "--iterations", "2"]
+    assert run_main(monkeypatch, capsys, *args)[0] == 0
+    written = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert "comparison.png" in written and len(written) == 9
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    assert code == EXIT_ERROR and "exists" in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == written
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Sanity's model loading replaced by a recorder: the refusals must come before it."""
+    from opticam_rt.evaluation import sanity
+
+    calls = []
+    monkeypatch.setattr(sanity.SanityModel, "load", classmethod(lambda cls, *a, **k: calls.append(1) or 1 / 0))
+    return calls
+
+
+@pytest.mark.parametrize("check", ["wall", "randomisation"])
+@pytest.mark.parametrize("option", ["--out", "--plot"])
+def test_defect6_sanity_refuses_an_existing_out_or_plot_before_work(no_model, tmp_path, monkeypatch, capsys, check,
+                                                                     option):
+    photo = photo_at(tmp_path / "p.png")
+    notes = tmp_path / ("notes.txt" if option == "--out" else "plot.png")
+    notes.write_text("my notes")
+    code, _, err = run_main(monkeypatch, capsys, "sanity", check, photo, "--model", "efficientnet-lite0",
+                            option, notes, "--records", tmp_path / "r.jsonl")
+    assert code == EXIT_ERROR and err.count("\n") == 1 and str(notes) in err and "--overwrite" in err
+    assert notes.read_text() == "my notes" and no_model == []
+
+
+def test_defect6_sanity_checks_its_out_folder_before_work(no_model, tmp_path, monkeypatch, capsys):
+    photo = photo_at(tmp_path / "p.png")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_main(monkeypatch, capsys, "sanity", "wall", photo, "--model", "efficientnet-lite0",
+                            "--out", blocker / "report.txt")
+    assert code == EXIT_ERROR and "--out" in err and "cannot write" in err and no_model == []
+
+
+def test_defect6_sanity_plots_are_atomic_and_refuse_to_replace(tmp_path):
+    pytest.importorskip("matplotlib")
+    from opticam_rt.errors import OutputError
+    from opticam_rt.evaluation.sanity import plot_wall
+
+    summary = {"grad-cam": {"hidden_mass": 0.1, "hidden_peak": 0.0, "hidden_area": 0.25}}
+    path = tmp_path / "w.png"
+    path.write_text("earlier")
+    with pytest.raises(OutputError, match="exists"):
+        plot_wall(summary, path)
+    assert path.read_text() == "earlier"
+    plot_wall(summary, path, overwrite=True)
+    assert path.read_bytes().startswith(b"\x89PNG") and sorted(p.name for p in tmp_path.iterdir()) == ["w.png"]
