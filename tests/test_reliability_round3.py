@@ -236,3 +236,130 @@ def test_defect6_sanity_plots_are_atomic_and_refuse_to_replace(tmp_path):
     assert path.read_text() == "earlier"
     plot_wall(summary, path, overwrite=True)
     assert path.read_bytes().startswith(b"\x89PNG") and sorted(p.name for p in tmp_path.iterdir()) == ["w.png"]
+
+
+# --- defect 5: SIGTERM like Ctrl-C; an image's outputs as a unit; stale temporaries cleaned ----
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_defect5_sigterm_mid_explain_keeps_whole_images_only(bundle_dir, tmp_path):
+    """SIGTERM while `explain` writes: a one-line message, exit 143, no temporaries, and every
+    image written has both files; the rerun completes the rest."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    images = tmp_path / "images"
+    images.mkdir()
+    paths = [photo_at(images / f"p{i:02d}.png", i) for i in range(40)]
+    out = tmp_path / "out"
+    code = "import sys; from opticam_rt.cli import main; sys.argv = ['opticam-rt', *sys.argv[1:]]; main()"
+    args = [sys.executable, "-c", code, "explain", *map(str, paths), "--bundle", bundle_dir, "--method", "opti-cam",
+            "--iterations", "60", "--backend", "ort-cpu", "--batch-size", "1", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 2 and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err
+    names = {p.name for p in out.iterdir()}
+    assert not [n for n in names if n.endswith(".tmp")], names
+    npy = {n[: -len(".opti-cam.npy")] for n in names if n.endswith(".npy")}
+    png = {n[: -len(".opti-cam.png")] for n in names if n.endswith(".png")}
+    assert npy == png and 2 <= len(npy) < 40
+    rerun = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert rerun.returncode == 1  # the images already written are refused ("exists"), the others done
+    assert len(list(out.glob("*.npy"))) == len(list(out.glob("*.png"))) == 40
+
+
+def test_defect5_outputs_are_a_unit(tmp_path, monkeypatch):
+    """When the second file of a unit cannot be put in place, the first is taken back."""
+    from opticam_rt import outputs
+    from opticam_rt.errors import OutputError
+
+    real = outputs._link_new
+
+    def link(tmp, path):
+        if path.suffix == ".png":
+            raise OSError(28, "No space left on device")
+        real(tmp, path)
+
+    monkeypatch.setattr(outputs, "_link_new", link)
+    with pytest.raises(OutputError, match="a.png.*No space"):
+        outputs.write_files([(tmp_path / "a.npy", lambda f: f.write(b"1")), (tmp_path / "a.png", lambda f: f.write(b"2"))])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_defect5_interrupt_between_files_leaves_neither(tmp_path):
+    from opticam_rt import outputs
+    from opticam_rt.errors import Terminated
+
+    def killed(f):
+        raise Terminated
+
+    with pytest.raises(Terminated):
+        outputs.write_files([(tmp_path / "a.npy", lambda f: f.write(b"1")), (tmp_path / "a.png", killed)])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_defect5_stale_temporaries_are_cleaned_live_ones_kept(bundle_dir, tmp_path, monkeypatch, capsys):
+    from opticam_rt.outputs import owner_tag
+
+    out = tmp_path / "out"
+    out.mkdir()
+    host = owner_tag().rpartition(".")[0]
+    dead = out / f".p.grad-cam.npy.{host}.{_dead_pid()}.abc_1234.tmp"
+    live = out / f".p.grad-cam.png.{owner_tag()}.zz9_0000.tmp"
+    other_host = out / f".p.grad-cam.png.elsewhere{host}.1.abcdefgh.tmp"
+    mine = out / ".notes.tmp"  # not an opticam temporary
+    for p in (dead, live, other_host, mine):
+        p.write_bytes(b"partial")
+    code, _, err = run_main(monkeypatch, capsys, *explain_args(bundle_dir, out, photo_at(tmp_path / "p.png")))
+    assert code == 0, err
+    assert not dead.exists() and live.exists() and other_host.exists() and mine.exists()
+
+
+def test_defect5_sigterm_during_export_removes_the_staging_folder(tmp_path):
+    import os
+    import signal
+
+    from opticam_rt.errors import Terminated
+    from opticam_rt.export import staging
+
+    target = tmp_path / "bundle"
+    folder = staging.make_staging(target)
+    with pytest.raises(Terminated):
+        try:
+            with staging.interrupt_guard() as flag:
+                (folder / "forward.onnx").write_bytes(b"x" * 100)
+                os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            staging.remove_staging(folder)
+    assert isinstance(flag.requested, Terminated)
+    assert signal.getsignal(signal.SIGTERM) is not None and list(tmp_path.iterdir()) == []
+
+
+def test_defect5_stale_staging_folder_of_a_killed_export_is_removed(tmp_path):
+    from opticam_rt.export import staging
+    from opticam_rt.outputs import owner_tag
+
+    host = owner_tag().rpartition(".")[0]
+    stale = tmp_path / f"{staging.STAGING_PREFIX}bundle-{host}.{_dead_pid()}-abcd1234"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "weights.bin").write_bytes(b"0" * 1000)
+    running = tmp_path / f"{staging.STAGING_PREFIX}other-{owner_tag()}-zzzz0000"
+    running.mkdir()
+    new = staging.make_staging(tmp_path / "bundle")
+    assert not stale.exists() and running.exists() and new.is_dir()
+    assert new.name.startswith(f"{staging.STAGING_PREFIX}bundle-{owner_tag()}-")
