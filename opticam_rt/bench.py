@@ -174,8 +174,11 @@ def format_rows(rows: Sequence[BenchRow]) -> str:
             f"{r.method:<14} {r.backend:<9} {r.batch:>5} {r.median_s:>10.4f} {fmt(r.ratio_vs_torch, '>10.2f')} "
             f"{fmt(r.per_iteration_s, '>9.4f')} {fmt(r.loop_overhead, '>9.2f')}"
         )
-    lines.append("x vs torch: PyTorch reference median / this median (interleaved, same run); "
-                 "overhead: Opti-CAM time per iteration / floor-grad (forward + image gradient).")
+    lines.append("")
+    lines.append("x vs torch: how many times faster than PyTorch eager on the same model, batch and photos "
+                 "(its median / this median, measured interleaved in this run; > 1 = faster, - = no torch column)")
+    lines.append("s/iter: Opti-CAM seconds per optimisation step; overhead: s/iter / floor-grad "
+                 "(one forward + image gradient, the least a step can cost)")
     return "\n".join(lines)
 
 

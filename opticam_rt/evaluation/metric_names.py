@@ -14,22 +14,26 @@ class Metric:
     name: str
     column: str
     group: str
+    #: What the column means, its unit, and which way is better ("lower" / "higher").
+    meaning: str = ""
+    unit: str = "%"
+    better: str = "higher"
 
 
 METRICS: tuple[Metric, ...] = (
-    Metric("ad", "AD", "classification"),
-    Metric("ag", "AG", "classification"),
-    Metric("ai", "AI", "classification"),
-    Metric("insertion", "insertion", "curve"),
-    Metric("deletion", "deletion", "curve"),
-    Metric("om", "OM", "localisation"),
-    Metric("le", "LE", "localisation"),
-    Metric("f1", "F1", "localisation"),
-    Metric("boxacc", "BoxAcc", "localisation"),
-    Metric("maxboxacc", "MaxBoxAcc", "localisation"),
-    Metric("sp", "SP", "localisation"),
-    Metric("ep", "EP", "localisation"),
-    Metric("sm", "SM", "localisation"),
+    Metric("ad", "AD", "classification", "average drop of the class probability on the masked image", "%", "lower"),
+    Metric("ag", "AG", "classification", "average gain of the class probability on the masked image"),
+    Metric("ai", "AI", "classification", "images whose class probability increases when masked"),
+    Metric("insertion", "insertion", "curve", "area under the insertion curve", "AUC in [0, 1]"),
+    Metric("deletion", "deletion", "curve", "area under the deletion curve", "AUC in [0, 1]", "lower"),
+    Metric("om", "OM", "localisation", "official ILSVRC metric: wrong class or box missed", "%", "lower"),
+    Metric("le", "LE", "localisation", "localisation error: box missed", "%", "lower"),
+    Metric("f1", "F1", "localisation", "pixel F1 of the map against the boxes"),
+    Metric("boxacc", "BoxAcc", "localisation", "predicted box hits a ground-truth box (IoU >= 0.5)"),
+    Metric("maxboxacc", "MaxBoxAcc", "localisation", "box accuracy at the best threshold, mean over IoU 0.3/0.5/0.7"),
+    Metric("sp", "SP", "localisation", "pointing game: the map's peak falls in a box"),
+    Metric("ep", "EP", "localisation", "energy pointing game: share of the map inside the boxes"),
+    Metric("sm", "SM", "localisation", "saliency metric: log crop area - log class probability on the crop", "log units", "lower"),
 )
 BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
 BY_COLUMN: dict[str, Metric] = {m.column: m for m in METRICS}

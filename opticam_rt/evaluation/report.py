@@ -24,7 +24,7 @@ import numpy as np
 from opticam_rt.plotting import figure, require_matplotlib
 from opticam_rt.errors import InputError
 from opticam_rt.evaluation.localisation import max_box_accuracy
-from opticam_rt.evaluation.metric_names import METRICS
+from opticam_rt.evaluation.metric_names import BY_COLUMN, METRICS
 
 __all__ = [
     "METRIC_ORDER",
@@ -105,8 +105,9 @@ def _cell(value: float | None, precision: int) -> str:
     return f"{value:.{precision}f}"
 
 
-def format_table(summary: Summary, metrics: Sequence[str] | None = None, precision: int = 2) -> str:
-    """Aligned plain-text table, one row per method, one column per metric ("-" where missing)."""
+def format_table(summary: Summary, metrics: Sequence[str] | None = None, precision: int = 2, legend: bool = True) -> str:
+    """Aligned plain-text table, one row per method, one column per metric ("-" where missing);
+    with ``legend``, a line per column below it: what it means, its unit, which way is better."""
     cols = _columns(summary, metrics)
     header = ["method", *cols]
     rows = [[m, *(_cell(summary[m].get(c), precision) for c in cols)] for m in summary]
@@ -119,7 +120,18 @@ def format_table(summary: Summary, metrics: Sequence[str] | None = None, precisi
         return "  ".join([first, *rest]).rstrip()
 
     sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), sep, *(line(r) for r in rows)]) + "\n"
+    table = "\n".join([line(header), sep, *(line(r) for r in rows)]) + "\n"
+    return table + (column_legend(cols) if legend else "")
+
+
+def column_legend(columns: Sequence[str]) -> str:
+    """"\n" + one line per known column: ``AD  average drop ..., % (lower is better)``."""
+    known = [BY_COLUMN[c] for c in columns if c in BY_COLUMN]
+    if not known:
+        return ""
+    width = max(len(m.column) for m in known)
+    lines = [f"{m.column:<{width}}  {m.meaning}, {m.unit} ({m.better} is better)" for m in known]
+    return "\n" + "\n".join(lines) + "\n"
 
 
 def format_json(summary: Summary, metrics: Sequence[str] | None = None) -> str:

@@ -59,7 +59,7 @@ def test_csv_round_trip() -> None:
 
 def test_table_is_aligned() -> None:
     summary = {"opticam": {"AD": 1.5, "AG": 68.75}, "a-much-longer-name": {"AD": 12.25}}
-    text = format_table(summary)
+    text = format_table(summary, legend=False)
     lines = text.splitlines()
     assert lines[0].split() == ["method", "AD", "AG"]
     assert lines[2].split() == ["opticam", "1.50", "68.75"]
@@ -123,3 +123,14 @@ def test_every_report_figure_carries_a_title(tmp_path: Path, monkeypatch: pytest
     assert titles[0] == "Insertion and deletion: mean curve per method over 3 image(s)"
     assert titles[1] == "effnet: 2 photos"
     assert titles[2].startswith("Wall test") and titles[3].startswith("Model randomisation")
+
+
+def test_table_says_what_each_column_means_and_which_way_is_better() -> None:
+    summary = {"opti-cam": {"n_images": 2.0, "AD": 1.5, "AG": 68.75, "deletion": 0.1, "SM": 0.3}}
+    legend = format_table(summary).split("\n\n", 1)[1].splitlines()
+    assert legend == [
+        "AD        average drop of the class probability on the masked image, % (lower is better)",
+        "AG        average gain of the class probability on the masked image, % (higher is better)",
+        "deletion  area under the deletion curve, AUC in [0, 1] (lower is better)",
+        "SM        saliency metric: log crop area - log class probability on the crop, log units (lower is better)",
+    ]

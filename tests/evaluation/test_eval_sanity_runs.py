@@ -150,6 +150,14 @@ def test_cli_wall_json(sanity_cache, images, tmp_path) -> None:
     for entry in payload.values():
         assert {"hidden_mass", "hidden_peak", "hidden_area", "n_images"} <= set(entry) and entry["n_images"] == 3
     assert payload[CONTROL]["hidden_mass"] == 0
+    # OpenVINO is offered too (it was not), and gives the same numbers as ONNX Runtime
+    ov = CliRunner().invoke(cli, ["sanity", "wall", *files[:-1], *_model_args(), "--methods", "grad-cam",
+                                  "--backend", "ov-cpu", "--format", "json", "--no-control",
+                                  "--records", str(tmp_path / "w-ov.jsonl")], catch_exceptions=False)
+    assert ov.exit_code == 0, ov.output
+    assert json.loads(ov.stdout)["grad-cam"]["hidden_mass"] == pytest.approx(payload["grad-cam"]["hidden_mass"], abs=1e-4)
+    refused = CliRunner().invoke(cli, ["sanity", "wall", *files[:-1], *_model_args(), "--backend", "torch"])
+    assert refused.exit_code == 2 and "'torch' is not one of" in refused.output
 
 
 def test_cli_randomisation_json(sanity_cache, images, tmp_path) -> None:
