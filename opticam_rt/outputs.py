@@ -27,6 +27,27 @@ __all__ = ["check_distinct_paths", "check_writable_folder", "check_new_file", "c
            "write_files"]
 
 
+def current_umask() -> int:
+    """The process umask (read from /proc where possible: setting it to read it races with threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | Path, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would have given it (0666 or 0777 less
+    the umask): mkstemp and mkdtemp make 0600 and 0700, which a service account reading the
+    outputs or a shared bundle cannot open."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 def owner_tag() -> str:
     """``<host>.<pid>`` of this process (host letters and digits only, at most 20), for temporary names."""
     host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:20] or "host"
@@ -167,6 +188,7 @@ def write_files(items: Sequence[tuple[str | Path, Callable[[BinaryIO], None]]], 
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
+            apply_umask(tmp)
         for current, tmp in staged:
             if overwrite:
                 os.replace(tmp, current)  # type: ignore[arg-type]

@@ -363,3 +363,88 @@ def test_defect5_stale_staging_folder_of_a_killed_export_is_removed(tmp_path):
     new = staging.make_staging(tmp_path / "bundle")
     assert not stale.exists() and running.exists() and new.is_dir()
     assert new.name.startswith(f"{staging.STAGING_PREFIX}bundle-{owner_tag()}-")
+
+
+# --- defect 10: the smaller ones -----------------------------------------------------------------
+
+
+def test_defect10_outputs_and_bundles_follow_the_umask(bundle_dir, tmp_path, monkeypatch, capsys):
+    import os
+
+    from opticam_rt.export import staging
+
+    old = os.umask(0o022)
+    try:
+        code, stdout, err = run_main(monkeypatch, capsys, *explain_args(bundle_dir, tmp_path / "out",
+                                                                        photo_at(tmp_path / "p.png")))
+        assert code == 0, err
+        record = json.loads(stdout)[0]
+        assert {os.stat(record[k]).st_mode & 0o777 for k in ("map", "overlay")} == {0o644}
+        assert os.stat(staging.make_staging(tmp_path / "bundle")).st_mode & 0o777 == 0o755
+    finally:
+        os.umask(old)
+
+
+@pytest.fixture(scope="module")
+def tiny_explainer(tmp_path_factory):
+    import tiny_runtime_net
+
+    from opticam_rt.runtime import Explainer
+
+    bundle = tiny_runtime_net.tiny_bundle_at(tmp_path_factory.getbasetemp())
+    with Explainer(bundle, backend="ort-cpu", threads=1) as e:
+        yield e
+
+
+@pytest.mark.parametrize(("images", "message"), [
+    (np.full((1, 3, 32, 32), "x"), "real numbers"),
+    (np.full((1, 3, 32, 32), 0.5, dtype=object), "real numbers"),
+    (np.full((1, 3, 32, 32), 0.5, dtype=np.complex64), "real numbers"),  # passed with a ComplexWarning
+    (np.zeros((0, 3, 32, 32), np.float32), "empty batch"),  # named the wrong K
+])
+def test_defect10_images_that_are_not_pixels(tiny_explainer, images, message):
+    from opticam_rt.errors import InputError
+
+    for method in ("grad-cam", "opti-cam"):
+        with pytest.raises(InputError, match=message):
+            tiny_explainer.explain(images, method, iterations=1) if method == "opti-cam" else tiny_explainer.explain(images, method)
+
+
+@pytest.mark.parametrize("targets", ["abc", True, [True, 2], [None, 1], np.array([True, False]), [1.5, 2]])
+def test_defect10_targets_that_are_not_class_indices(tiny_explainer, targets):
+    from opticam_rt.errors import InputError
+
+    images = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    with pytest.raises(InputError, match="targets|target class"):
+        tiny_explainer.explain(images, "grad-cam", targets=targets)
+    assert tiny_explainer.explain(images, "grad-cam", targets=[1, 2.0]).targets.tolist() == [1, 2]
+
+
+def test_defect10_deeply_nested_record_is_a_damaged_line(tmp_path):
+    from opticam_rt.errors import InputError
+    from opticam_rt.evaluation.records import RecordStore
+
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"method": "m", "image": "a"}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(InputError, match=r"r\.jsonl:2: .*nested too deeply"):
+        RecordStore(path).records()
+
+
+def test_defect10_disk_full_on_records_names_the_file():
+    from opticam_rt.errors import OutputError
+    from opticam_rt.evaluation.records import RecordStore
+
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    with pytest.raises(OutputError, match="--records /dev/full: cannot write"):
+        RecordStore("/dev/full").append({"method": "m", "image": "a", "AD": 1.0})
+
+
+def test_defect10_csv_report_counts_images_as_integers():
+    from opticam_rt.evaluation import aggregate, format_report
+
+    summary = aggregate([{"method": "m", "image": i, "AD": 1.5} for i in "ab"])
+    text = format_report(summary, "csv", ["n_images", "AD"])
+    assert text.splitlines()[1] == "m,2,1.5"
+    assert json.loads(format_report(summary, "json", ["n_images"]))["m"]["n_images"] == 2
+    assert '"n_images": 2,' in format_report(summary, "json", ["n_images", "AD"])

@@ -64,7 +64,7 @@ def check_target(target: Path, force: bool, new_files: set[str]) -> None:
 def make_staging(target: Path) -> Path:
     """A new hidden folder beside ``target`` to write the bundle into, named for this process
     (``owner_tag``); staging folders that exports killed outright left there are removed first."""
-    from opticam_rt.outputs import is_stale, owner_tag
+    from opticam_rt.outputs import apply_umask, is_stale, owner_tag
 
     target.parent.mkdir(parents=True, exist_ok=True)
     for old in target.parent.glob(f"{STAGING_PREFIX}*"):
@@ -72,7 +72,9 @@ def make_staging(target: Path) -> Path:
         if old.is_dir() and not old.is_symlink() and is_stale(tag):
             remove_staging(old)
     try:
-        return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{target.name}-{owner_tag()}-", dir=target.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{target.name}-{owner_tag()}-", dir=target.parent))
+        apply_umask(staging, directory=True)  # the bundle folder it becomes: 0777 less the umask, not 0700
+        return staging
     except OSError as exc:
         raise ExportError(f"{target.parent}: cannot write there ({exc.strerror or exc})") from None
 
