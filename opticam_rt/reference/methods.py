@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from opticam_rt.constants import NORM_EPS
+from opticam_rt.method_defaults import CHUNK
 from opticam_rt.reference.model import TorchClassifier
 
 Result = dict[str, torch.Tensor]
 
-#: Masked or ablated copies per PyTorch forward in Score-CAM and Ablation-CAM. EfficientNet-Lite0
-#: eager on 2 cores: 29 ms per image at batch 1 to 16, 48 at 32, 56 at 64 (large batches spend
-#: their time in the allocator's page faults), so the reference runs at its best batch.
-TORCH_CHUNK = 16
+# Masked or ablated copies per PyTorch pass: the methods' own defaults (method_defaults.CHUNK).
+# Score-CAM's 16 is also eager PyTorch's best batch here: EfficientNet-Lite0 on 2 cores costs
+# 29 ms per image at batch 1 to 16, 48 at 32, 56 at 64 (the allocator's page faults).
 
 
 def upsample_normalise(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -73,7 +73,7 @@ def layer_cam(clf: TorchClassifier, images: torch.Tensor, targets: torch.Tensor,
 
 
 def score_cam(
-    clf: TorchClassifier, images: torch.Tensor, targets: torch.Tensor, size: tuple[int, int], chunk: int = TORCH_CHUNK
+    clf: TorchClassifier, images: torch.Tensor, targets: torch.Tensor, size: tuple[int, int], chunk: int = CHUNK["score-cam"]
 ) -> Result:
     """Score-CAM (Wang et al. 2020, eq. 5-8): each upsampled, normalised channel masks the image;
     weights are the softmax of the target's masked probabilities over channels (as the authors' code)."""
@@ -92,7 +92,7 @@ def score_cam(
 
 
 def ablation_cam(
-    clf: TorchClassifier, images: torch.Tensor, targets: torch.Tensor, size: tuple[int, int], chunk: int = TORCH_CHUNK
+    clf: TorchClassifier, images: torch.Tensor, targets: torch.Tensor, size: tuple[int, int], chunk: int = CHUNK["ablation-cam"]
 ) -> Result:
     """Ablation-CAM (Desai & Ramaswamy 2020, eq. 3): weight_k = (y - y_k) / y, y_k the target logit
     with channel k of the feature map set to zero."""

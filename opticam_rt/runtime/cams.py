@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from opticam_rt.method_defaults import CHUNK
 from opticam_rt.kernels import saliency_and_mask, scorecam_masked_copies
 from opticam_rt.runtime.method import CamMethod, MethodContext
 from opticam_rt.runtime.options import MethodOptions, option
@@ -94,12 +95,12 @@ class LayerCAM(CamMethod):
 
 @dataclass(frozen=True)
 class ScoreCAMOptions(MethodOptions):
-    chunk: int = option(64, "Channels per network pass (memory vs speed).", low=1, high=65536)
+    chunk: int = option(CHUNK["score-cam"], "Channels per network pass (memory vs speed).", low=1, high=65536)
 
 
 @dataclass(frozen=True)
 class AblationCAMOptions(MethodOptions):
-    chunk: int = option(256, "Channels per network pass (memory vs speed).", low=1, high=65536)
+    chunk: int = option(CHUNK["ablation-cam"], "Channels per network pass (memory vs speed).", low=1, high=65536)
 
 
 class ScoreCAM(ChannelWeightCam):

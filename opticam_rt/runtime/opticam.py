@@ -9,6 +9,7 @@ import numpy as np
 
 from opticam_rt.constants import MAX_ITERATIONS
 from opticam_rt.kernels import opticam_adjoint, opticam_forward
+from opticam_rt.method_defaults import ADAM, OPTI_CAM
 from opticam_rt.runtime.method import CamMethod, MethodContext, MethodOutput
 from opticam_rt.runtime.options import MethodOptions, option
 
@@ -19,13 +20,13 @@ from opticam_rt.runtime.options import MethodOptions, option
 
 @dataclass(frozen=True)
 class OptiCAMOptions(MethodOptions):
-    iterations: int = option(100, "Adam steps per image (the paper: 100).", low=1, high=MAX_ITERATIONS)
-    lr: float = option(0.1, "Adam learning rate (the paper: 0.1).", positive=True, high=100.0)
+    iterations: int = option(OPTI_CAM["iterations"], "Adam steps per image (the paper: 100).", low=1, high=MAX_ITERATIONS)
+    lr: float = option(OPTI_CAM["lr"], "Adam learning rate (the paper: 0.1).", positive=True, high=100.0)
     loss: str = option("mask", "Objective: 'mask' maximises the target logit of x * S; 'diff' minimises "
                        "|f(x) - f(x * S)| for the target.", choices=("mask", "diff"))
     tol: float | None = option(None, "Early stopping: an image stops once its loss changed by at most tol "
                                "(relative) for `patience` steps in a row; unset runs every step.", low=0.0)
-    patience: int = option(5, "Consecutive quiet steps before an image stops (with tol).", low=1, high=MAX_ITERATIONS)
+    patience: int = option(OPTI_CAM["patience"], "Consecutive quiet steps before an image stops (with tol).", low=1, high=MAX_ITERATIONS)
     pipeline: str = option("fused", "'fused' runs the opticam_step graph (mask path inside ONNX); 'split' runs "
                            "the mask kernel, the grad_image graph and the kernel adjoint.", choices=("fused", "split"))
 
@@ -41,9 +42,9 @@ class Adam:
     """
 
     lr: float
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
+    beta1: float = ADAM["beta1"]
+    beta2: float = ADAM["beta2"]
+    eps: float = ADAM["eps"]
 
     def init(self, shape: tuple[int, int]) -> None:
         self.m = np.zeros(shape, dtype=np.float32)

@@ -8,9 +8,10 @@ from onnx import TensorProto, helper
 
 from opticam_rt.export.explainer_graphs.builder import Builder
 from opticam_rt.export.explainer_graphs.common import ExplainerGraph, graph_input
+from opticam_rt.method_defaults import CHUNK
 
-#: Channels per loop iteration (each costs N copies through the forward/head graph).
-CHUNK_DEFAULTS = {"score-cam": 16, "ablation-cam": 64}
+#: Channels per loop iteration (each costs N copies through the forward/head graph): the methods' own.
+CHUNK_DEFAULTS = CHUNK
 
 
 def channel_weights(graph: ExplainerGraph, method: str) -> str:

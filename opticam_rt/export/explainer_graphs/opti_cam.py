@@ -9,11 +9,10 @@ from onnx import TensorProto, helper, numpy_helper
 from opticam_rt.constants import LR_RANGE, MAX_ITERATIONS
 from opticam_rt.export.explainer_graphs.builder import Builder
 from opticam_rt.export.explainer_graphs.common import ExplainerGraph, graph_input
+from opticam_rt.method_defaults import ADAM, OPTI_CAM
 
-#: Opti-CAM defaults: the paper's lr and iteration count; tol 0 runs every step; the host
-#: loop's patience. Adam constants are torch.optim.Adam's.
-OPTI_DEFAULTS = {"iterations": 100, "lr": 0.1, "tol": 0.0, "patience": 5}
-ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+#: The graph inputs' defaults: the methods' own (tol 0 = every step runs, the host's unset tol).
+OPTI_DEFAULTS = {**OPTI_CAM, "tol": 0.0}
 
 
 def opti_cam(graph: ExplainerGraph) -> str:
@@ -87,8 +86,8 @@ def adam_body(graph: ExplainerGraph, lr: str, tol: str, patience: str) -> tuple[
     # the last bit where the kernels do.
     act = b.unsqueeze(active, [1])
     t_next = b.op("Where", [active, b.op("Add", [t, f32(1)]), t])
-    m_new = b.op("Add", [b.op("Mul", [f32(beta1), m]), b.op("Mul", [f32(1 - 0.9), grad])])
-    v_new = b.op("Add", [b.op("Mul", [f32(beta2), v]), b.op("Mul", [b.op("Mul", [f32(1 - 0.999), grad]), grad])])
+    m_new = b.op("Add", [b.op("Mul", [f32(beta1), m]), b.op("Mul", [f32(1 - ADAM["beta1"]), grad])])
+    v_new = b.op("Add", [b.op("Mul", [f32(beta2), v]), b.op("Mul", [b.op("Mul", [f32(1 - ADAM["beta2"]), grad]), grad])])
     beta1_t_next = b.op("Where", [active, b.op("Mul", [beta1_t, f32(beta1)]), beta1_t])
     beta2_t_next = b.op("Where", [active, b.op("Mul", [beta2_t, f32(beta2)]), beta2_t])
     m_hat = b.op("Div", [m_new, b.op("Sub", [f32(1), b.unsqueeze(beta1_t_next, [1])])])
