@@ -84,15 +84,31 @@ def save_comparison(
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    write, titled = _png_writer(rows, methods)
+    return write_file(out, write, overwrite), titled
+
+
+def comparison_png(rows: Sequence[ComparisonRow], methods: Sequence[str]) -> tuple[bytes, bool]:
+    """The figure as PNG bytes (for a report that embeds it); -> (png, titled)."""
+    import io
+
+    write, titled = _png_writer(rows, methods)
+    buffer = io.BytesIO()
+    write(buffer)
+    return buffer.getvalue(), titled
+
+
+def _png_writer(rows: Sequence[ComparisonRow], methods: Sequence[str]) -> tuple[Any, bool]:
+    """(function writing the PNG into a binary file, titled)."""
     try:
         import matplotlib  # noqa: F401 - only whether it is installed
     except ImportError:
-        from opticam_rt.overlay import save_png
+        from PIL import Image
 
         grid = _panel_grid([[_square(r.photo), *(_square(r.cells[m][0]) for m in methods)] for r in rows])
-        return save_png(grid, out, overwrite), False
+        return (lambda f: Image.fromarray(grid).save(f, format="PNG")), False
     fig = draw_comparison(rows, methods)
-    return write_file(out, lambda f: fig.savefig(f, format="png", dpi=100), overwrite), True
+    return (lambda f: fig.savefig(f, format="png", dpi=100)), True
 
 
 def _square(picture: np.ndarray, side: int = 256) -> np.ndarray:

@@ -38,7 +38,9 @@ from opticam_rt.runtime.runners import BACKENDS
               help="Per-image results (JSON lines); an interrupted run resumes from it. "
               "Default: <--out>.records.jsonl, else a file in the cache named for the bundle and DATA.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Insertion/deletion curves (PNG/PDF).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out report or --plot file (default: refuse).")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
+              help="A self-contained HTML report: the table, the overlays of the first images side by side, the curves.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out, --plot or --html file (default: refuse).")
 @ray_option_flags
 def evaluate(
     data: str,
@@ -56,6 +58,7 @@ def evaluate(
     out_file: str | None,
     records_file: str | None,
     plot_file: str | None,
+    html_file: str | None,
     overwrite: bool,
     ray_address: str | None,
     ray_actors: int | None,
@@ -90,17 +93,17 @@ def evaluate(
                                          else default_records_path("eval", bundle_dir, data)))
     if not records_file and not out_file:
         records_path.parent.mkdir(parents=True, exist_ok=True)
-    check_distinct_paths({"--out": out_file, "--plot": plot_file, "--records": records_path},
+    check_distinct_paths({"--out": out_file, "--plot": plot_file, "--html": html_file, "--records": records_path},
                          {"DATA": data, "--boxes": boxes_csv})
-    for path, option in ((out_file, "--out"), (plot_file, "--plot"), (str(records_path), "--records")):
+    for path, option in ((out_file, "--out"), (plot_file, "--plot"), (html_file, "--html"), (str(records_path), "--records")):
         if path:  # before any work: an unwritable output must not cost the run
             check_writable_folder(Path(path).parent, option)
             if option != "--records":
                 check_new_file(path, overwrite)
-    if plot_file:
+    if plot_file or html_file:
         from opticam_rt.plotting import require_matplotlib
 
-        require_matplotlib("--plot")
+        require_matplotlib("--plot" if plot_file else "--html")
     ray = ray_config(ray_address, ray_actors, ray_cpus_per_actor, backend, engine)
     with Explainer(bundle_dir, backend=backend, engine=engine, model=model_spec) as explainer:
         samples = load_samples(data, explainer.bundle.manifest.class_names)
@@ -116,6 +119,10 @@ def evaluate(
         store = RecordStore(records_path)
         settings = EvaluationSettings(steps=steps, batch_size=batch_size, method_options=method_options, protocol=protocol)
         errors: list[str] = []
+        # The line before the bar: a bar drawn first would share its line with this message.
+        on = ", ".join(f"{m} on {explainer.runner_for(m).name}" for m in method_list)
+        click.echo(f"{plural(len(samples), 'image')} x {plural(len(method_list), 'method')} ({'Ray actors, ' if ray else ''}{on}"
+                   f"{'; auto picks per method' if backend == 'auto' else ''}); per-image results in {records_path}", err=True)
         bar = tqdm(total=len(samples) * len(method_list), desc="evaluate", unit="img", file=sys.stderr,
                    disable=len(samples) * len(method_list) <= 3)
 
@@ -123,9 +130,6 @@ def evaluate(
             errors.append(image)
             bar.write(f"skipped: {message}", file=sys.stderr)
 
-        on = ", ".join(f"{m} on {explainer.runner_for(m).name}" for m in method_list)
-        click.echo(f"{plural(len(samples), 'image')} x {plural(len(method_list), 'method')} ({'Ray actors, ' if ray else ''}{on}"
-                   f"{'; auto picks per method' if backend == 'auto' else ''}); per-image results in {records_path}", err=True)
         if ray is not None:
             from opticam_rt.scale import evaluate_dataset_on_ray
 
@@ -136,6 +140,12 @@ def evaluate(
         else:
             records = evaluate_dataset(explainer, samples, method_list, metric_list, store, settings, on_error, bar.update)
         bar.close()
+        if html_file:
+            from opticam_rt.evaluation.report_figures import overlay_rows
+
+            skipped = set(errors)
+            shown = [s for s in samples if str(s.path) not in skipped]
+            comparison = overlay_rows(explainer, shown, method_list, method_options)
     keep = {str(s.path) for s in samples}
     records = [r for r in records if r["method"] in method_list and r["image"] in keep]
     summary = aggregate(records)
@@ -144,14 +154,19 @@ def evaluate(
     click.echo(text)
     if out_file:
         write_file(out_file, lambda f: f.write((text + "\n").encode()), overwrite)
+    curves = {
+        m: {mode: np.array([r[f"{mode}_curve"] for r in records if r["method"] == m and f"{mode}_curve" in r])
+            for mode in ("insertion", "deletion")}
+        for m in method_list
+    }
+    curves = {m: {k: v for k, v in c.items() if v.size} for m, c in curves.items()}
     if plot_file:
-        curves = {
-            m: {mode: np.array([r[f"{mode}_curve"] for r in records if r["method"] == m and f"{mode}_curve" in r])
-                for mode in ("insertion", "deletion")}
-            for m in method_list
-        }
-        curves = {m: {k: v for k, v in c.items() if v.size} for m, c in curves.items()}
         click.echo(f"curves plotted to {plot_curves(curves, plot_file, overwrite=overwrite)}", err=True)
+    if html_file:
+        from opticam_rt.evaluation.report_figures import write_evaluate_html
+
+        write_evaluate_html(html_file, summary, columns, comparison, method_list, curves, data, bundle_dir, overwrite)
+        click.echo(f"HTML report written to {html_file}", err=True)
     if errors:
         click.echo(f"{len(set(errors))} image(s) skipped", err=True)
         sys.exit(EXIT_SOME_FAILED)
