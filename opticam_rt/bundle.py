@@ -12,6 +12,7 @@ from typing import Any
 from opticam_rt.errors import BundleError, InputError, UnverifiedBundleWarning
 from opticam_rt.graph_check import check_graph_io
 from opticam_rt.manifest import (  # noqa: F401 - re-exported: the bundle's public names
+    EXPLAINER_SIGNATURES,
     GRAPH_SIGNATURES,
     MANIFEST,
     SCHEMA_VERSION,
@@ -116,6 +117,19 @@ def load_bundle(directory: str | Path, check_hashes: bool = True) -> Bundle:
             raise BundleError(f"{path}: sha256 does not match the manifest (file altered)")
     for name, file in manifest.graphs.items():
         check_graph_io(directory / file, name, manifest, GRAPH_SIGNATURES.get(name), set(manifest.files))
+    for method, entry in manifest.explainers.items():
+        path = directory / entry["file"]
+        signature = EXPLAINER_SIGNATURES.get(method)
+        if signature is None:
+            raise BundleError(f"{manifest_path}: explainer graph for unknown method {method!r:.40} "
+                              f"(known: {', '.join(EXPLAINER_SIGNATURES)})")
+        listed = (tuple(entry["inputs"]), tuple(entry["outputs"]))
+        if (set(listed[0]), set(listed[1])) != (set(signature[0]), set(signature[1])):
+            raise BundleError(f"{manifest_path}: the {method} explainer entry lists inputs {list(listed[0])} and outputs "
+                              f"{list(listed[1])}, the bundle format needs {list(signature[0])} and {list(signature[1])}")
+        if entry["file"] not in manifest.files:
+            raise BundleError(f"{manifest_path}: the {method} explainer graph {entry['file']} has no recorded sha256")
+        check_graph_io(path, f"explain {method}", manifest, signature, set(manifest.files), method=method)
     _warn_if_unverified(directory, manifest.verification)
     return Bundle(directory, manifest, hashlib.sha256(raw).hexdigest())
 

@@ -36,18 +36,28 @@ def run_demo(
     backend: str = "auto",
     method_options: dict[str, dict[str, Any]] | None = None,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> DemoResult:
     """Explain the sample photos with Grad-CAM and Opti-CAM; write overlays and a comparison PNG.
 
     ``method_options``: method -> its options (e.g. ``{"opti-cam": {"iterations": 50}}``).
+    Every file is written atomically; ``out_dir`` is checked before any work: it must be
+    writable and, unless ``overwrite``, hold none of the files the demo writes (OutputError).
     """
+    from opticam_rt.outputs import check_new_file, check_writable_folder, write_file
+
     say = log or (lambda m: None)
     photos = sample_photos()
     if not photos:
         raise InputError("no sample photos found: pip install 'opticam-rt[all]' (scikit-image ships them)")
-    bundle = builtin_bundle(log=say)
-    out = Path(out_dir)
+    out = check_writable_folder(out_dir)
     names = list(photos)
+    for name in names:
+        for method in DEMO_METHODS:
+            for suffix in ("png", "npy"):
+                check_new_file(out / f"{name}.{method}.{suffix}", overwrite)
+    check_new_file(out / "comparison.png", overwrite)
+    bundle = builtin_bundle(log=say)
     images = np.stack([to_model_input(photos[n], tuple(bundle.manifest.input_size)) for n in names])
     figure_rows = {n: ComparisonRow(n, photos[n], "") for n in names}
     overlays: list[Path] = []
@@ -61,13 +71,14 @@ def run_demo(
             result = explainer.explain(images, method=method, **(method_options or {}).get(method, {}))
             for i, name in enumerate(names):
                 picture = overlay(photos[name], result.maps[i])
-                overlays.append(save_png(picture, out / f"{name}.{method}.png"))
-                np.save(out / f"{name}.{method}.npy", result.maps[i])
+                saliency = result.maps[i]
+                write_file(out / f"{name}.{method}.npy", lambda f: np.save(f, saliency), overwrite)
+                overlays.append(save_png(picture, out / f"{name}.{method}.png", overwrite))
                 figure_rows[name].class_name = result.class_names[i] or str(int(result.targets[i]))
                 figure_rows[name].cells[method] = (picture, float(result.scores[i]), float(result.masked_scores[i]))
                 rows.append({"image": name, **result.record(i), "overlay": str(overlays[-1])})
             say(f"{method}: {result.seconds:.1f} s")
-    comparison, titled = save_comparison([figure_rows[n] for n in names], DEMO_METHODS, out / "comparison.png")
+    comparison, titled = save_comparison([figure_rows[n] for n in names], DEMO_METHODS, out / "comparison.png", overwrite)
     if not titled:
         say("comparison.png has no titles or captions: matplotlib is not installed (pip install 'opticam-rt[all]')")
     return DemoResult(overlays, comparison, rows, top, titled)

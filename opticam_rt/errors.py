@@ -39,5 +39,10 @@ class NumericalError(OpticamError):
     """A computation gave non-finite values (NaN or infinity) where numbers were expected."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command runs so that it stops as on Ctrl-C: temporary files
+    removed, finished outputs kept (``opticam_rt.cli.main`` installs the handler)."""
+
+
 class UnverifiedBundleWarning(UserWarning):
     """A bundle is used whose parity check against PyTorch failed or did not finish at export."""

@@ -25,6 +25,7 @@ def expected_dims(manifest: Manifest) -> dict[str, tuple[int, ...]]:
         "logits": (c,),
         "cotangent": (c,),
         "score": (),
+        "map": (h, w),
     }
 
 
@@ -39,13 +40,15 @@ def check_graph_io(
     manifest: Manifest,
     signature: tuple[tuple[str, ...], tuple[str, ...]] | None,
     bundle_files: set[str],
+    method: str | None = None,
 ) -> None:
     """Parse ``path`` (weights not loaded) and compare it with the manifest.
 
     Checks that the file is an ONNX model, that its inputs and outputs are ``signature`` (when
     the graph is one the runtime knows), that every tensor named in :func:`expected_dims` has
     those sizes after its batch dimension, and that external weights come only from files
-    the manifest lists.
+    the manifest lists. For an explainer graph (``method`` given), every input counts, those
+    with defaults included, and the method the graph records in its metadata must be ``method``.
 
     Raises:
         BundleError: one line naming the file and the mismatch.
@@ -58,7 +61,7 @@ def check_graph_io(
         raise BundleError(f"{path}: not a readable ONNX model ({type(exc).__name__}); re-export the bundle") from None
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in initializers]
+    inputs = [i for i in graph.input if method is not None or i.name not in initializers]
     if signature is not None:
         got = (tuple(i.name for i in inputs), tuple(o.name for o in graph.output))
         if got != signature:
@@ -66,6 +69,13 @@ def check_graph_io(
                 f"{path}: graph {name!r} has inputs {list(got[0])} and outputs {list(got[1])}, "
                 f"the bundle format needs {list(signature[0])} and {list(signature[1])}"
             )
+    if method is not None:
+        from opticam_rt.manifest import METHOD_METADATA
+
+        recorded = {p.key: p.value for p in model.metadata_props}.get(METHOD_METADATA)
+        if recorded is not None and recorded != method:  # bundles exported before it was written have none
+            raise BundleError(f"{path}: the explainer graph of {recorded!r} is listed as the graph of {method!r} (file swapped); "
+                              "re-export the bundle")
     wanted = expected_dims(manifest)
     for info in [*inputs, *graph.output]:
         if info.name not in wanted:

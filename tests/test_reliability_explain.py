@@ -122,16 +122,16 @@ def test_defect4_a_failed_write_is_one_image_error(bundle_dir, photo, tmp_path, 
     """Defect 4: a write failing for one image is that image's one-line error; the others are written."""
     from opticam_rt.runtime import files
 
-    real = files.write_file
+    real = files.write_files
     second = tmp_path / "second.png"
     Image.open(photo).save(second)
 
-    def flaky(path, write, overwrite=False):
-        if Path(path).name.startswith("photo"):
-            raise files.OutputError(f"{path}: cannot write (disk full)")
-        return real(path, write, overwrite)
+    def flaky(items, overwrite=False):
+        if Path(items[0][0]).name.startswith("photo"):
+            raise files.OutputError(f"{items[0][0]}: cannot write (disk full)")
+        return real(items, overwrite)
 
-    monkeypatch.setattr(files, "write_file", flaky)
+    monkeypatch.setattr(files, "write_files", flaky)
     code, out, err = run_main(monkeypatch, capsys, *explain(bundle_dir, tmp_path / "out", photo, second))
     records = json.loads(out)
     assert code == EXIT_SOME_FAILED

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import click
 
 from opticam_rt import __version__
-from opticam_rt.errors import OpticamError, UnverifiedBundleWarning
+from opticam_rt.errors import OpticamError, Terminated, UnverifiedBundleWarning
 
 #: Exit statuses (documented in docs/reliability.md): every image done; some images failed (the
 #: others were written, each failure printed on one line); the command could not run (usage error,
@@ -21,6 +23,8 @@ EXIT_SOME_FAILED = 1
 EXIT_ERROR = 2
 EXIT_CRASH = 3
 EXIT_INTERRUPTED = 130
+#: Stopped by SIGTERM (128 + 15), after the same clean-up as Ctrl-C.
+EXIT_TERMINATED = 143
 
 #: command name -> "module:attribute"; modules load only when their command runs, so
 #: ``opticam-rt --help`` never imports torch or onnxruntime.
@@ -109,12 +113,30 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # t
 _default_format_warning = warnings.formatwarning
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def install_sigterm() -> None:
+    """SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, so a command stops as
+    on Ctrl-C: temporaries removed, each image's outputs whole or absent, a message and exit 143,
+    instead of dying mid-write. Left alone when someone else has set a handler (``serve`` sets
+    its own while it runs)."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def main() -> None:
     """Console entry point: every failure becomes one line on stderr and an exit status above."""
     warnings.formatwarning = _format_warning
+    install_sigterm()
     try:
         cli.main(standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        # click turns a KeyboardInterrupt (Terminated included) into Abort, keeping it as the cause
+        if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated):
+            click.echo("terminated (SIGTERM): finished outputs are kept, unfinished ones removed", err=True)
+            sys.exit(EXIT_TERMINATED)
         click.echo("aborted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:

@@ -14,9 +14,10 @@ from opticam_rt.runtime.runners import BACKENDS
 @click.command()
 @click.option("--out", "out_dir", default="opticam-demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace the files of an earlier run in --out (default: refuse, before any work).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @method_option_flags(DEMO_METHODS)
-def demo(out_dir: str, backend: str, fmt: str, **method_flags: object) -> None:
+def demo(out_dir: str, backend: str, overwrite: bool, fmt: str, **method_flags: object) -> None:
     """Explain bundled sample photos with Grad-CAM and Opti-CAM (built-in EfficientNet-Lite0).
 
     Exports the model to the cache on first use ($OPTICAM_RT_CACHE overrides the location).
@@ -24,7 +25,8 @@ def demo(out_dir: str, backend: str, fmt: str, **method_flags: object) -> None:
     from opticam_rt.demo import run_demo
 
     options = options_for(DEMO_METHODS, pop_method_options(method_flags))
-    result = run_demo(out_dir, backend=backend, method_options=options, log=lambda m: click.echo(m, err=True))
+    result = run_demo(out_dir, backend=backend, method_options=options, log=lambda m: click.echo(m, err=True),
+                      overwrite=overwrite)
     if fmt == "json":
         click.echo(json.dumps({"comparison": str(result.comparison), "top": result.top, "results": result.rows}, indent=2))
         return

@@ -37,6 +37,7 @@ def _common_options(func: Callable) -> Callable:
                      help="Per-image results (JSON lines); a rerun resumes from it. Default: <--out>.records.jsonl "
                      "else a file in the cache named for the check, model and images."),
         click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Plot the results (PNG/PDF)."),
+        click.option("--overwrite", is_flag=True, help="Replace an existing --out report or --plot file (default: refuse, before any work)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -45,14 +46,26 @@ def _common_options(func: Callable) -> Callable:
 
 def _setup(check: str, images: tuple[str, ...], model_spec: str, layer: str | None, input_size: str | None,
            mean: str | None, std: str | None, methods: str, out_file: str | None,
-           records_file: str | None, plot_file: str | None = None) -> tuple[Any, dict, list[str], Any, list[str]]:
+           records_file: str | None, plot_file: str | None = None,
+           overwrite: bool = False) -> tuple[Any, dict, list[str], Any, list[str]]:
     """(model, images by path, method names, records store, unreadable images); a --plot that
-    could not be drawn (no matplotlib) is refused here, before any work."""
+    could not be drawn (no matplotlib), an --out or --plot that exists (without ``overwrite``)
+    or cannot be written, and two outputs naming one file are refused here, before any work."""
     from opticam_rt.errors import InputError
     from opticam_rt.evaluation.datasets import IMAGE_EXTENSIONS
     from opticam_rt.evaluation.sanity import SanityModel, SanityRecords
     from opticam_rt.images import load_image
+    from opticam_rt.outputs import check_distinct_paths, check_new_file, check_writable_folder
     from opticam_rt.runtime.registry import METHODS
+
+    records_given = records_file or (f"{out_file}.records.jsonl" if out_file else None)
+    check_distinct_paths({"--out": out_file, "--plot": plot_file, "--records": records_given},
+                         {f"image {i}": p for i, p in enumerate(images)})
+    for path, option in ((out_file, "--out"), (plot_file, "--plot"), (records_given, "--records")):
+        if path:
+            check_writable_folder(Path(path).parent, option)
+            if option != "--records":
+                check_new_file(path, overwrite)
 
     if plot_file:
         from opticam_rt.plotting import require_matplotlib
@@ -89,10 +102,12 @@ def _setup(check: str, images: tuple[str, ...], model_spec: str, layer: str | No
     return sm, loaded, names, store, bad
 
 
-def _finish(text: str, out_file: str | None, bad: list[str]) -> None:
+def _finish(text: str, out_file: str | None, bad: list[str], overwrite: bool = False) -> None:
+    from opticam_rt.outputs import write_file
+
     click.echo(text, nl=False)
     if out_file:
-        Path(out_file).write_text(text)
+        write_file(out_file, lambda f: f.write(text.encode()), overwrite)
     if bad:
         click.echo(f"{len(bad)} image(s) skipped", err=True)
         sys.exit(1)
@@ -110,8 +125,8 @@ def sanity() -> None:
 @click.option("--no-control", is_flag=True, help="Leave out the input-gradient control.")
 def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size: str | None, mean: str | None,
          std: str | None, methods: str, backend: str, batch_size: int, fmt: str,
-         out_file: str | None, records_file: str | None, plot_file: str | None, region: str, no_control: bool,
-         **method_flags: Any) -> None:
+         out_file: str | None, records_file: str | None, plot_file: str | None, overwrite: bool, region: str,
+         no_control: bool, **method_flags: Any) -> None:
     """Hide a region from the model (zeroed before it runs) and measure each method's saliency there.
 
     Reports per method hidden_mass (share of saliency in the hidden region), hidden_peak (share
@@ -124,7 +139,7 @@ def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size
 
     box = parse_region(region)
     sm, loaded, names, store, bad = _setup("wall", images, model_spec, layer, input_size, mean, std, methods,
-                                           out_file, records_file, plot_file)
+                                           out_file, records_file, plot_file, overwrite)
     settings = WallSettings(methods=names, region=box, method_options=options_for(names, pop_method_options(method_flags)),
                             batch_size=batch_size, backend=backend, control=not no_control)
     bar = tqdm(total=len(loaded) * (len(names) + (not no_control)), desc="wall", unit="img", file=sys.stderr)
@@ -132,8 +147,8 @@ def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size
     bar.close()
     summary = summarise_wall(records)
     if plot_file:
-        click.echo(f"plotted to {plot_wall(summary, plot_file)}", err=True)
-    _finish(format_wall(summary, fmt), out_file, bad)
+        click.echo(f"plotted to {plot_wall(summary, plot_file, overwrite=overwrite)}", err=True)
+    _finish(format_wall(summary, fmt), out_file, bad, overwrite)
 
 
 @sanity.command()
@@ -145,8 +160,8 @@ def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the re-initialised weights.")
 def randomisation(images: tuple[str, ...], model_spec: str, layer: str | None, input_size: str | None,
                   mean: str | None, std: str | None, methods: str, backend: str, batch_size: int,
-                  fmt: str, out_file: str | None, records_file: str | None, plot_file: str | None, steps: int,
-                  cascade_text: str | None, seed: int, **method_flags: Any) -> None:
+                  fmt: str, out_file: str | None, records_file: str | None, plot_file: str | None, overwrite: bool,
+                  steps: int, cascade_text: str | None, seed: int, **method_flags: Any) -> None:
     """Re-initialise the model's layers from the top down and compare each method's maps with the original ones.
 
     Each cascade step is exported (and cached) like the original; the report gives, per method
@@ -165,7 +180,7 @@ def randomisation(images: tuple[str, ...], model_spec: str, layer: str | None, i
     )
 
     sm, loaded, names, store, bad = _setup("randomisation", images, model_spec, layer, input_size, mean, std,
-                                           methods, out_file, records_file, plot_file)
+                                           methods, out_file, records_file, plot_file, overwrite)
     settings = RandomisationSettings(methods=names, steps=steps, cascade_text=cascade_text, seed=seed,
                                      method_options=options_for(names, pop_method_options(method_flags)),
                                      batch_size=batch_size, backend=backend)
@@ -176,5 +191,5 @@ def randomisation(images: tuple[str, ...], model_spec: str, layer: str | None, i
     bar.close()
     summary = summarise_randomisation(cascade, records)
     if plot_file:
-        click.echo(f"plotted to {plot_randomisation(summary, plot_file)}", err=True)
-    _finish(format_randomisation(summary, fmt), out_file, bad)
+        click.echo(f"plotted to {plot_randomisation(summary, plot_file, overwrite=overwrite)}", err=True)
+    _finish(format_randomisation(summary, fmt), out_file, bad, overwrite)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from opticam_rt.errors import InputError
+from opticam_rt.errors import InputError, OutputError
 
 __all__ = ["RecordStore", "produced_by", "to_jsonable"]
 
@@ -92,6 +92,9 @@ class RecordStore:
                 continue
             try:
                 record = json.loads(raw)
+            except RecursionError:  # a line nested thousands deep: damaged, not a crash
+                raise InputError(f"{self.path}:{number}: a record nested too deeply to read; the results file is "
+                                 "damaged (delete the line or the file to start again)") from None
             except (json.JSONDecodeError, UnicodeDecodeError):
                 if number - 1 == last:
                     return  # crash mid-write: the partial record is dropped, the run redoes it
@@ -129,7 +132,7 @@ class RecordStore:
         tail = data[cut:]
         try:
             complete = isinstance(json.loads(tail), dict)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             complete = False
         with self.path.open("r+b") as f:
             if complete:
@@ -147,11 +150,15 @@ class RecordStore:
         except (TypeError, ValueError) as exc:
             raise InputError(f"record for {record['method']!r} / {record['image']!r} is not "
                              f"JSON-serialisable: {exc}") from exc
-        if not self._repaired:
-            self._repair()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            if self.fsync:
-                os.fsync(f.fileno())
+        try:
+            if not self._repaired:
+                self._repair()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+        except OSError as exc:  # disk full, quota, a folder gone: name the file, the records so far stay
+            raise OutputError(f"--records {self.path}: cannot write ({exc.strerror or exc}); the records "
+                              "written so far are kept and a rerun resumes from them") from None

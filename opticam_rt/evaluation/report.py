@@ -138,7 +138,7 @@ def format_json(summary: Summary, metrics: Sequence[str] | None = None) -> str:
     """JSON object ``{method: {metric: value}}``; non-finite or missing values are null."""
     cols = _columns(summary, metrics)
     data = {
-        m: {c: (v if (v := row.get(c)) is not None and math.isfinite(v) else None) for c in cols}
+        m: {c: _count_or_value(c, v) if (v := row.get(c)) is not None and math.isfinite(v) else None for c in cols}
         for m, row in summary.items()
     }
     return json.dumps(data, indent=2, allow_nan=False) + "\n"
@@ -151,9 +151,17 @@ def format_csv(summary: Summary, metrics: Sequence[str] | None = None) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["method", *cols])
     for m, row in summary.items():
-        writer.writerow([m, *("" if (v := row.get(c)) is None or not math.isfinite(v) else repr(float(v))
+        writer.writerow([m, *("" if (v := row.get(c)) is None or not math.isfinite(v) else repr(_count_or_value(c, v))
                               for c in cols)])
     return buf.getvalue()
+
+
+#: Columns that count things: written as integers (``n_images`` 2, not 2.0).
+COUNT_COLUMNS = frozenset({"n_images"})
+
+
+def _count_or_value(column: str, value: float) -> int | float:
+    return int(value) if column in COUNT_COLUMNS and float(value).is_integer() else float(value)
 
 
 def format_report(summary: Summary, fmt: Literal["table", "json", "csv"] = "table",

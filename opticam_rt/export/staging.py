@@ -62,10 +62,19 @@ def check_target(target: Path, force: bool, new_files: set[str]) -> None:
 
 
 def make_staging(target: Path) -> Path:
-    """A new hidden folder beside ``target`` to write the bundle into."""
+    """A new hidden folder beside ``target`` to write the bundle into, named for this process
+    (``owner_tag``); staging folders that exports killed outright left there are removed first."""
+    from opticam_rt.outputs import apply_umask, is_stale, owner_tag
+
     target.parent.mkdir(parents=True, exist_ok=True)
+    for old in target.parent.glob(f"{STAGING_PREFIX}*"):
+        tag = old.name[len(STAGING_PREFIX):].rsplit("-", 1)[0].rpartition("-")[2]
+        if old.is_dir() and not old.is_symlink() and is_stale(tag):
+            remove_staging(old)
     try:
-        return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{target.name}-", dir=target.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{target.name}-{owner_tag()}-", dir=target.parent))
+        apply_umask(staging, directory=True)  # the bundle folder it becomes: 0777 less the umask, not 0700
+        return staging
     except OSError as exc:
         raise ExportError(f"{target.parent}: cannot write there ({exc.strerror or exc})") from None
 
@@ -112,28 +121,36 @@ class InterruptFlag:
         if self._handler is not None and signal.getsignal(signal.SIGINT) is not self._handler:
             signal.signal(signal.SIGINT, self._handler)  # a library replaced it: take it back
         if self.requested:
-            raise KeyboardInterrupt
+            raise self.requested if isinstance(self.requested, BaseException) else KeyboardInterrupt
 
 
 @contextmanager
 def interrupt_guard() -> Iterator[InterruptFlag]:
-    """Record Ctrl-C (and still raise KeyboardInterrupt at once) while the block runs.
+    """Record Ctrl-C and SIGTERM (and still raise KeyboardInterrupt, Terminated for SIGTERM, at
+    once) while the block runs, so the staging folder is removed either way.
 
-    Signal handlers can only be set in the main thread; elsewhere the flag is never set.
+    Signal handlers can only be set in the main thread; elsewhere the flag is never set. A
+    signal the process ignores stays ignored.
     """
+    from opticam_rt.errors import Terminated
+
     flag = InterruptFlag()
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    if threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    def on_sigint(signum: int, frame: object) -> None:
-        flag.requested = True
-        raise KeyboardInterrupt
+    def on_signal(signum: int, frame: object) -> None:
+        error = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        flag.requested = error
+        raise error
 
-    flag._handler = on_sigint
-    signal.signal(signal.SIGINT, on_sigint)
+    for s, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(s, on_signal)
+    flag._handler = on_signal if previous[signal.SIGINT] is not signal.SIG_IGN else None
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from opticam_rt.bundle import Bundle, load_bundle
-from opticam_rt.errors import InputError
+from opticam_rt.bundle import WEIGHTS, Bundle, load_bundle
+from opticam_rt.errors import BundleError, InputError
 from opticam_rt.runtime.explanation import Explanation
 from opticam_rt.runtime.method import MethodContext, MethodImplementation, MethodOutput
 
@@ -71,7 +71,16 @@ class GraphExplainer:
                 options.log_severity_level = 3  # the overridable defaults (inputs with initializers) warn otherwise
                 if self.threads:
                     options.intra_op_num_threads = self.threads
-                self._sessions[method] = ort.InferenceSession(str(path), options, providers=self.providers)
+                for needed in (path, self.bundle.path / WEIGHTS):
+                    if not needed.is_file():
+                        raise BundleError(f"{needed}: missing from the bundle (removed after it was loaded?); "
+                                          "re-export or restore the bundle")
+                try:
+                    self._sessions[method] = ort.InferenceSession(str(path), options, providers=self.providers)
+                except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors on a damaged or half-removed bundle
+                    text = " ".join(str(exc).split())[:200]
+                    raise BundleError(f"{path}: ONNX Runtime cannot load the {method} explainer graph ({text}); "
+                                      "re-export the bundle") from None
             return self._sessions[method]
 
     def run(

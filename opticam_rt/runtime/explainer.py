@@ -113,8 +113,12 @@ class Explainer:
         """Validate (N, 3, H, W) float pixels in [0, 1] at the bundle's input size."""
         images = np.asarray(images)
         h, w = self.input_size
+        if images.dtype.kind not in "fiub":  # complex, object, strings, dates: not pixels
+            raise InputError(f"images must be real numbers (float pixels in [0, 1]), got dtype {images.dtype}")
         if images.ndim != 4 or images.shape[1:] != (3, h, w):
             raise InputError(f"images must have shape (N, 3, {h}, {w}), got {images.shape}")
+        if images.shape[0] == 0:
+            raise InputError(f"images: an empty batch (shape {images.shape}); give at least one image")
         if images.size and (not np.isfinite(images).all() or images.min() < 0 or images.max() > 1.0 + 1e-6):
             raise InputError(
                 f"image pixels must be in [0, 1] (got {images.min():.3g}..{images.max():.3g}); divide 0..255 data by 255"
@@ -128,6 +132,11 @@ class Explainer:
         if arr.shape != (n,):
             raise InputError(f"targets must be one class index per image ({n}), got shape {arr.shape}")
         c = self.bundle.manifest.num_classes
+        listed = targets if isinstance(targets, (list, tuple)) else [targets]
+        if arr.dtype.kind not in "iuf" or any(isinstance(t, (bool, np.bool_)) for t in listed):
+            # True is not class 1; "abc" and None are no class
+            shown = ascii(arr[0] if n else targets)[:40]
+            raise InputError(f"targets must be integer class indices, got {shown} (dtype {arr.dtype})")
         for i, t in enumerate(arr):
             if not float(t).is_integer() or not 0 <= int(t) < c:
                 raise InputError(f"target class {t} of image {i} is out of range: the model has classes 0..{c - 1}")

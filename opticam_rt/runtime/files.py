@@ -17,7 +17,7 @@ import numpy as np
 
 from opticam_rt.errors import InputError, OpticamError, OutputError
 from opticam_rt.images import LoadedImage, load_image
-from opticam_rt.outputs import check_new_file, check_writable_folder, write_file
+from opticam_rt.outputs import check_new_file, check_writable_folder, write_files
 from opticam_rt.overlay import overlay
 from opticam_rt.runtime.explainer import Explainer
 
@@ -171,8 +171,9 @@ def write_outputs(result: FileResult, method: str, stem: str, out: Path | None, 
     ``<stem>.<method>.png`` (overlay at the original resolution, longest side capped) into
     ``out``, each atomically, and put their paths in its record (None without ``out``).
 
-    A failed write becomes the image's error (its record is dropped, and a map written for it
-    is removed if its overlay fails). Results that already have an error are left alone.
+    The two files are written as a unit (``outputs.write_files``): both or neither, also when
+    the run is interrupted (Ctrl-C, SIGTERM) between them. A failed write becomes the image's
+    error (its record is dropped). Results that already have an error are left alone.
 
     With ``out``, the result then drops its arrays (the overlay photo, up to 2048 px: about
     12.5 MB an image; the map; the encoded overlay), which are on disk now, so a run's memory
@@ -189,17 +190,13 @@ def write_outputs(result: FileResult, method: str, stem: str, out: Path | None, 
     npy, png = output_paths(out, stem, method)
     saliency = result.saliency.astype(np.float32)
     try:
-        write_file(npy, lambda f: np.save(f, saliency), overwrite)
-        try:
-            if result.overlay_png is not None:
-                encoded = result.overlay_png
-                write_file(png, lambda f: f.write(encoded), overwrite)
-            else:
-                picture = overlay(result.original, result.saliency)
-                write_file(png, lambda f: Image.fromarray(picture).save(f, format="PNG"), overwrite)
-        except BaseException:
-            npy.unlink(missing_ok=True)
-            raise
+        if result.overlay_png is not None:
+            encoded = result.overlay_png
+            write_png = lambda f: f.write(encoded)  # noqa: E731
+        else:
+            picture = overlay(result.original, result.saliency)
+            write_png = lambda f: Image.fromarray(picture).save(f, format="PNG")  # noqa: E731
+        write_files([(npy, lambda f: np.save(f, saliency)), (png, write_png)], overwrite)
     except OutputError as exc:
         result.error, result.record = str(exc), None
         return

@@ -7,14 +7,15 @@ from typing import Any
 
 import numpy as np
 
+from opticam_rt.constants import MAX_ITERATIONS
 from opticam_rt.kernels import opticam_adjoint, opticam_forward
 from opticam_rt.method_defaults import ADAM, OPTI_CAM
 from opticam_rt.runtime.method import CamMethod, MethodContext, MethodOutput
 from opticam_rt.runtime.options import MethodOptions, option
 
-#: Upper bound of ``iterations``. The paper uses 100; 10,000 steps are about 4 minutes per image on
-#: two cores, far past convergence, while a typo such as 1e9 would otherwise run for years.
-MAX_ITERATIONS = 10_000
+#: ``MAX_ITERATIONS``, the upper bound of ``iterations`` (opticam_rt.constants, shared with the
+#: explainer graph). The paper uses 100; 10,000 steps are about 4 minutes per image on two cores,
+#: far past convergence, while a typo such as 1e9 would otherwise run for years.
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,19 @@ def _figure(width: float, height: float, columns: int) -> tuple[Any, Any]:
     return fig, axes[0]
 
 
-def plot_wall(summary: Mapping[str, Mapping[str, float | None]], path: str | Path, title: str | None = None) -> Path:
+def _save(fig: Any, path: str | Path, overwrite: bool) -> Path:
+    """The figure to ``path`` atomically, in the format its suffix names; an existing file is
+    replaced only with ``overwrite`` (OutputError otherwise)."""
+    from opticam_rt.outputs import write_file
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fmt = out.suffix.lstrip(".").lower() or "png"
+    return write_file(out, lambda f: fig.savefig(f, format=fmt), overwrite)
+
+
+def plot_wall(summary: Mapping[str, Mapping[str, float | None]], path: str | Path, title: str | None = None,
+              overwrite: bool = False) -> Path:
     """Bars of each method's hidden_mass and hidden_peak, with the hidden area as a dashed line."""
     methods = list(summary)
     fig, axes = _figure(10.0, 0.45 * len(methods) + 1.8, 2)
@@ -85,13 +97,11 @@ def plot_wall(summary: Mapping[str, Mapping[str, float | None]], path: str | Pat
             ax.legend(fontsize="small")
         ax.set_title(title)
         ax.grid(axis="x", alpha=0.3)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
+    return _save(fig, path, overwrite)
 
 
-def plot_randomisation(summary: Mapping[str, Any], path: str | Path, title: str | None = None) -> Path:
+def plot_randomisation(summary: Mapping[str, Any], path: str | Path, title: str | None = None,
+                       overwrite: bool = False) -> Path:
     """Spearman and SSIM against cascade step (step 0: the original model, similarity 1) per method."""
     fig, axes = _figure(11.0, 4.3, 2)
     fig.suptitle(title or "Model randomisation: similarity to the original maps as layers are re-initialised (lower is better)")
@@ -107,7 +117,4 @@ def plot_randomisation(summary: Mapping[str, Any], path: str | Path, title: str 
         ax.set_ylim(-1.0 if column == "spearman" else 0.0, 1.05)
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize="small")
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    return out
+    return _save(fig, path, overwrite)

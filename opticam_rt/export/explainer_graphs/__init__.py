@@ -27,6 +27,7 @@ import onnx
 
 from opticam_rt.constants import NORM_EPS
 from opticam_rt.errors import ExportError
+from opticam_rt.manifest import METHOD_METADATA
 from opticam_rt.export.explainer_graphs.channel_loop import CHUNK_DEFAULTS, channel_weights
 from opticam_rt.export.explainer_graphs.common import COMMON_OUTPUTS, ExplainerGraph, Sizes
 from opticam_rt.export.explainer_graphs.fake_cam import fake_cam
@@ -69,7 +70,9 @@ def build_explainer_graph(method: str, bundle_graphs: dict[str, onnx.ModelProto]
     build = _saliency_builder(method)
     graph = ExplainerGraph(bundle_graphs, sizes)
     graph.prepare()
-    return graph.finish(build(graph))
+    model = graph.finish(build(graph))
+    onnx.helper.set_model_props(model, {METHOD_METADATA: method})  # checked at load (graph_check)
+    return model
 
 
 def describe(method: str, file: str, sizes: Sizes) -> dict[str, Any]:

@@ -25,7 +25,9 @@ def channel_weights(graph: ExplainerGraph, method: str) -> str:
     """
     b, names = graph.b, graph.names
     k = graph.s.channels
-    chunk = graph.scalar_input("chunk", CHUNK_DEFAULTS[method], np.int64)
+    # 1..K whatever a direct caller feeds (0 divided by zero, a negative ran no trip)
+    chunk_in = graph.scalar_input("chunk", CHUNK_DEFAULTS[method], np.int64)
+    chunk = b.op("Min", [b.op("Max", [chunk_in, b.const(1, np.int64)]), b.const(k, np.int64)])
     one = b.const(1, np.int64)
     trips = b.op("Div", [b.op("Sub", [b.op("Add", [b.const(k, np.int64), chunk]), one]), chunk])
     padded = b.op("Mul", [trips, chunk])

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from opticam_rt.constants import LR_RANGE, MAX_ITERATIONS
 from opticam_rt.export.explainer_graphs.builder import Builder
 from opticam_rt.export.explainer_graphs.common import ExplainerGraph, graph_input
 from opticam_rt.method_defaults import ADAM, OPTI_CAM
@@ -17,10 +18,14 @@ OPTI_DEFAULTS = {**OPTI_CAM, "tol": 0.0}
 def opti_cam(graph: ExplainerGraph) -> str:
     """Opti-CAM as a Loop around the fused step (runtime/opticam.py: loss 'mask', Adam, early stop)."""
     b = graph.b
-    iterations = graph.scalar_input("iterations", OPTI_DEFAULTS["iterations"], np.int64)
-    lr = graph.scalar_input("lr", OPTI_DEFAULTS["lr"], np.float32)
-    tol = graph.scalar_input("tol", OPTI_DEFAULTS["tol"], np.float32)
-    patience = graph.scalar_input("patience", OPTI_DEFAULTS["patience"], np.int64)
+    # A direct caller's values are clamped here, as the host options would refuse them: without
+    # it lr=-1 ascended, lr=NaN gave a NaN map, patience<=0 was taken and 2**40 steps ran on.
+    iterations = clamp(b, graph.scalar_input("iterations", OPTI_DEFAULTS["iterations"], np.int64), 1, MAX_ITERATIONS)
+    lr_in = graph.scalar_input("lr", OPTI_DEFAULTS["lr"], np.float32)
+    lr = b.op("Where", [b.op("IsNaN", [lr_in]), b.const(np.float32(OPTI_DEFAULTS["lr"])), clamp(b, lr_in, *LR_RANGE)])
+    tol_in = graph.scalar_input("tol", OPTI_DEFAULTS["tol"], np.float32)
+    tol = b.op("Where", [b.op("IsNaN", [tol_in]), b.const(np.float32(0)), tol_in])  # NaN: no early stop
+    patience = clamp(b, graph.scalar_input("patience", OPTI_DEFAULTS["patience"], np.int64), 1, MAX_ITERATIONS)
     nk = b.op("Slice", [b.op("Shape", [graph.features]), b.const([0], np.int64), b.const([2], np.int64)])
     n = b.op("Slice", [nk, b.const([0], np.int64), b.const([1], np.int64)])
     zeros_nk = b.op("ConstantOfShape", [nk], value=numpy_helper.from_array(np.zeros(1, np.float32)))
@@ -48,6 +53,12 @@ def opti_cam(graph: ExplainerGraph) -> str:
     ]
     weights = b.op("Softmax", [u], axis=1)
     return graph.normalise(graph.weighted_sum(weights))
+
+
+def clamp(b: Builder, value: str, low: float, high: float) -> str:
+    """``value`` (a scalar of the graph) limited to [low, high], in its own dtype."""
+    dtype = np.int64 if isinstance(low, int) and isinstance(high, int) else np.float32
+    return b.op("Min", [b.op("Max", [value, b.const(low, dtype)]), b.const(high, dtype)])
 
 
 def adam_body(graph: ExplainerGraph, lr: str, tol: str, patience: str) -> tuple[onnx.GraphProto, list[str]]:
