@@ -30,15 +30,24 @@ std::uint8_t over_white(std::uint8_t value, std::uint8_t alpha) {
     return static_cast<std::uint8_t>((((tmp >> 8) + tmp) >> 8) >> bits);
 }
 
+// libpng's messages: errors are kept for ours (one line), warnings dropped.
+void on_png_error(png_structp png, png_const_charp message) {
+    auto* text = static_cast<std::string*>(png_get_error_ptr(png));
+    *text = message ? message : "unknown error";
+    png_longjmp(png, 1);
+}
+void on_png_warning(png_structp, png_const_charp) {}
+
 Rgb8 read_png(const std::string& path, std::FILE* file) {
-    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+    std::string message;
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &message, on_png_error, on_png_warning);
     if (!png) fail(path, "cannot start the PNG decoder");
     png_infop info = png_create_info_struct(png);
     Rgb8 out;
     std::vector<std::uint8_t> rgba;
     if (setjmp(png_jmpbuf(png))) {
         png_destroy_read_struct(&png, &info, nullptr);
-        fail(path, "not a readable image (corrupt PNG)");
+        fail(path, "not a readable image (corrupt PNG: " + message + ")");
     }
     png_init_io(png, file);
     png_read_info(png, info);
