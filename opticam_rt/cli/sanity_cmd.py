@@ -37,7 +37,9 @@ def _common_options(func: Callable) -> Callable:
                      help="Per-image results (JSON lines); a rerun resumes from it. Default: <--out>.records.jsonl "
                      "else a file in the cache named for the check, model and images."),
         click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Plot the results (PNG/PDF)."),
-        click.option("--overwrite", is_flag=True, help="Replace an existing --out report or --plot file (default: refuse, before any work)."),
+        click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
+                     help="A self-contained HTML report: the table and the plot."),
+        click.option("--overwrite", is_flag=True, help="Replace an existing --out, --plot or --html file (default: refuse, before any work)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -47,7 +49,7 @@ def _common_options(func: Callable) -> Callable:
 def _setup(check: str, images: tuple[str, ...], model_spec: str, layer: str | None, input_size: str | None,
            mean: str | None, std: str | None, methods: str, out_file: str | None,
            records_file: str | None, plot_file: str | None = None,
-           overwrite: bool = False) -> tuple[Any, dict, list[str], Any, list[str]]:
+           overwrite: bool = False, html_file: str | None = None) -> tuple[Any, dict, list[str], Any, list[str]]:
     """(model, images by path, method names, records store, unreadable images); a --plot that
     could not be drawn (no matplotlib), an --out or --plot that exists (without ``overwrite``)
     or cannot be written, and two outputs naming one file are refused here, before any work."""
@@ -59,18 +61,18 @@ def _setup(check: str, images: tuple[str, ...], model_spec: str, layer: str | No
     from opticam_rt.runtime.registry import METHODS
 
     records_given = records_file or (f"{out_file}.records.jsonl" if out_file else None)
-    check_distinct_paths({"--out": out_file, "--plot": plot_file, "--records": records_given},
+    check_distinct_paths({"--out": out_file, "--plot": plot_file, "--html": html_file, "--records": records_given},
                          {f"image {i}": p for i, p in enumerate(images)})
-    for path, option in ((out_file, "--out"), (plot_file, "--plot"), (records_given, "--records")):
+    for path, option in ((out_file, "--out"), (plot_file, "--plot"), (html_file, "--html"), (records_given, "--records")):
         if path:
             check_writable_folder(Path(path).parent, option)
             if option != "--records":
                 check_new_file(path, overwrite)
 
-    if plot_file:
+    if plot_file or html_file:
         from opticam_rt.plotting import require_matplotlib
 
-        require_matplotlib("--plot")
+        require_matplotlib("--plot" if plot_file else "--html")
     names = list(METHODS) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
@@ -102,6 +104,20 @@ def _setup(check: str, images: tuple[str, ...], model_spec: str, layer: str | No
     return sm, loaded, names, store, bad
 
 
+def _write_html(path: str, title: str, table: str, plot: Callable[[Path], Any], overwrite: bool) -> None:
+    """The report as one HTML file: the table as text, the plot embedded."""
+    import tempfile
+
+    from opticam_rt.evaluation.html_report import render_text_html
+    from opticam_rt.outputs import write_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        png = plot(Path(tmp) / "plot.png").read_bytes()
+    page = render_text_html(title, table, [("the results plotted", png)])
+    write_file(path, lambda f: f.write(page.encode()), overwrite)
+    click.echo(f"HTML report written to {path}", err=True)
+
+
 def _finish(text: str, out_file: str | None, bad: list[str], overwrite: bool = False) -> None:
     from opticam_rt.outputs import write_file
 
@@ -125,7 +141,8 @@ def sanity() -> None:
 @click.option("--no-control", is_flag=True, help="Leave out the input-gradient control.")
 def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size: str | None, mean: str | None,
          std: str | None, methods: str, backend: str, batch_size: int, fmt: str,
-         out_file: str | None, records_file: str | None, plot_file: str | None, overwrite: bool, region: str,
+         out_file: str | None, records_file: str | None, plot_file: str | None, html_file: str | None,
+         overwrite: bool, region: str,
          no_control: bool, **method_flags: Any) -> None:
     """Hide a region from the model (zeroed before it runs) and measure each method's saliency there.
 
@@ -139,7 +156,7 @@ def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size
 
     box = parse_region(region)
     sm, loaded, names, store, bad = _setup("wall", images, model_spec, layer, input_size, mean, std, methods,
-                                           out_file, records_file, plot_file, overwrite)
+                                           out_file, records_file, plot_file, overwrite, html_file)
     settings = WallSettings(methods=names, region=box, method_options=options_for(names, pop_method_options(method_flags)),
                             batch_size=batch_size, backend=backend, control=not no_control)
     bar = tqdm(total=len(loaded) * (len(names) + (not no_control)), desc="wall", unit="img", file=sys.stderr)
@@ -148,6 +165,9 @@ def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size
     summary = summarise_wall(records)
     if plot_file:
         click.echo(f"plotted to {plot_wall(summary, plot_file, overwrite=overwrite)}", err=True)
+    if html_file:
+        _write_html(html_file, f"opticam-rt sanity wall: {model_spec}", format_wall(summary, "table"),
+                    lambda path: plot_wall(summary, path), overwrite)
     _finish(format_wall(summary, fmt), out_file, bad, overwrite)
 
 
@@ -160,7 +180,8 @@ def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the re-initialised weights.")
 def randomisation(images: tuple[str, ...], model_spec: str, layer: str | None, input_size: str | None,
                   mean: str | None, std: str | None, methods: str, backend: str, batch_size: int,
-                  fmt: str, out_file: str | None, records_file: str | None, plot_file: str | None, overwrite: bool,
+                  fmt: str, out_file: str | None, records_file: str | None, plot_file: str | None, html_file: str | None,
+                  overwrite: bool,
                   steps: int, cascade_text: str | None, seed: int, **method_flags: Any) -> None:
     """Re-initialise the model's layers from the top down and compare each method's maps with the original ones.
 
@@ -180,7 +201,7 @@ def randomisation(images: tuple[str, ...], model_spec: str, layer: str | None, i
     )
 
     sm, loaded, names, store, bad = _setup("randomisation", images, model_spec, layer, input_size, mean, std,
-                                           methods, out_file, records_file, plot_file, overwrite)
+                                           methods, out_file, records_file, plot_file, overwrite, html_file)
     settings = RandomisationSettings(methods=names, steps=steps, cascade_text=cascade_text, seed=seed,
                                      method_options=options_for(names, pop_method_options(method_flags)),
                                      batch_size=batch_size, backend=backend)
@@ -192,4 +213,7 @@ def randomisation(images: tuple[str, ...], model_spec: str, layer: str | None, i
     summary = summarise_randomisation(cascade, records)
     if plot_file:
         click.echo(f"plotted to {plot_randomisation(summary, plot_file, overwrite=overwrite)}", err=True)
+    if html_file:
+        _write_html(html_file, f"opticam-rt sanity randomisation: {model_spec}", format_randomisation(summary, "table"),
+                    lambda path: plot_randomisation(summary, path), overwrite)
     _finish(format_randomisation(summary, fmt), out_file, bad, overwrite)

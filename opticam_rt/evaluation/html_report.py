@@ -78,3 +78,23 @@ def _cell(value: float | None, column: str) -> str:
     if column == "n_images":
         return str(int(value))
     return f"{value:.2f}"
+
+
+def render_text_html(title: str, text: str, figures: Sequence[tuple[str, bytes]] = (), notes: Sequence[str] = ()) -> str:
+    """A report whose table is already text (the sanity checks'): shown preformatted, figures below."""
+    esc = html.escape
+    shown = [
+        f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{esc(caption)}</figcaption></figure>"
+        for caption, png in figures
+    ]
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+        *(f"<p>{esc(n)}</p>" for n in notes),
+        f"<pre>{esc(text)}</pre>",
+        *shown,
+        "</body></html>",
+    ]) + "\n"

@@ -156,6 +156,16 @@ def test_cli_wall_json(sanity_cache, images, tmp_path) -> None:
                                   "--records", str(tmp_path / "w-ov.jsonl")], catch_exceptions=False)
     assert ov.exit_code == 0, ov.output
     assert json.loads(ov.stdout)["grad-cam"]["hidden_mass"] == pytest.approx(payload["grad-cam"]["hidden_mass"], abs=1e-4)
+    page = tmp_path / "wall.html"
+    html_run = CliRunner().invoke(cli, ["sanity", "wall", *files[:-1], *_model_args(), "--methods", "grad-cam",
+                                        "--backend", "ov-cpu", "--no-control", "--records", str(tmp_path / "w-ov.jsonl"),
+                                        "--html", str(page)], catch_exceptions=False)
+    assert html_run.exit_code == 0, html_run.output
+    text = page.read_text()
+    import html as html_lib
+
+    assert f"<pre>{html_lib.escape(html_run.stdout)}</pre>" in text  # the table as printed
+    assert text.count('src="data:image/png;base64,') == 1  # the plot
     refused = CliRunner().invoke(cli, ["sanity", "wall", *files[:-1], *_model_args(), "--backend", "torch"])
     assert refused.exit_code == 2 and "'torch' is not one of" in refused.output
 
