@@ -77,7 +77,7 @@ def explain(
             )
 
     ray = ray_config(ray_address, ray_actors, ray_cpus_per_actor, backend, engine)
-    steps_bar = _steps_bar(method, options, len(images), engine, ray is not None)
+    steps_bar = None  # made once the bundle has loaded: a bundle error is then the only line printed
     if ray is not None:
         from opticam_rt.scale import explain_files_on_ray
 
@@ -87,6 +87,7 @@ def explain(
         )
     else:
         with Explainer(bundle_dir, backend=backend, engine=engine, model=model_spec) as explainer:
+            steps_bar = _steps_bar(method, options, len(images), engine, False)
             results = explain_files(
                 explainer, images, method, parse_target(target), batch_size, out_dir, on_result=report,
                 overwrite=overwrite, progress=steps_bar.update if steps_bar else None, **options
