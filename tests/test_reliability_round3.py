@@ -448,3 +448,15 @@ def test_defect10_csv_report_counts_images_as_integers():
     assert text.splitlines()[1] == "m,2,1.5"
     assert json.loads(format_report(summary, "json", ["n_images"]))["m"]["n_images"] == 2
     assert '"n_images": 2,' in format_report(summary, "json", ["n_images", "AD"])
+
+
+def test_defect5_a_map_without_its_overlay_is_named_as_such(bundle_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    np.save(out / "p.grad-cam.npy", np.zeros((32, 32), np.float32))  # as a SIGKILL between the two files left it
+    code, stdout, _ = run_main(monkeypatch, capsys, *explain_args(bundle_dir, out, photo_at(tmp_path / "p.png")))
+    assert code == EXIT_SOME_FAILED
+    error = json.loads(stdout)[0]["error"]
+    assert "without its p.grad-cam.png" in error and "--overwrite" in error
+    code, stdout, _ = run_main(monkeypatch, capsys, *explain_args(bundle_dir, out, tmp_path / "p.png"), "--overwrite")
+    assert code == 0 and (out / "p.grad-cam.png").is_file()

@@ -81,6 +81,13 @@ class FilePlan:
     batches: list[list[int]]
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system exists nowhere
+        return False
+
+
 def plan_files(
     paths: Sequence[str | Path], method: str, batch_size: int, out: Path | None, overwrite: bool
 ) -> FilePlan:
@@ -90,11 +97,18 @@ def plan_files(
     refused: dict[int, str] = {}
     if out is not None:
         for i, stem in enumerate(stems):
+            pair = output_paths(out, stem, method)
             try:
-                for file in output_paths(out, stem, method):
+                for file in pair:
                     check_new_file(file, overwrite)
             except OutputError as exc:
-                refused[i] = str(exc)
+                present = [_exists(f) for f in pair] if not overwrite else [True, True]
+                if present.count(True) == 1:  # a map without its overlay (or the reverse): left by a kill
+                    have, lack = (pair[0], pair[1]) if present[0] else (pair[1], pair[0])
+                    refused[i] = (f"{have}: exists without its {lack.name} (left by an interrupted run?); pass "
+                                  "--overwrite to compute it again, or remove it")
+                else:
+                    refused[i] = str(exc)
     todo = [i for i in range(len(paths)) if i not in refused]
     return FilePlan(stems, refused, [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)])
 
