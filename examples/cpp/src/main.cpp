@@ -1,5 +1,5 @@
 // opticam-explain BUNDLE METHOD IMAGE OUT.npy [--target K] [--iterations N] [--lr X] [--tol X]
-//                 [--patience N] [--threads N] [--repeat N] [--input-npy PATH]
+//                 [--patience N] [--threads N] [--repeat N] [--concurrent N] [--input-npy PATH]
 // Writes the saliency map (model resolution, float32) as .npy and prints one JSON line.
 #include <cstdio>
 #include <cstring>
@@ -7,6 +7,7 @@
 #include <iostream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "explainer.hpp"
@@ -16,11 +17,13 @@ namespace {
 
 const char* kUsage =
     "usage: opticam-explain BUNDLE METHOD IMAGE OUT.npy [--target K] [--iterations N] [--lr X] [--tol X]\n"
-    "                       [--patience N] [--threads N] [--repeat N] [--input-npy PATH]\n"
+    "                       [--patience N] [--threads N] [--repeat N] [--concurrent N] [--input-npy PATH]\n"
     "  BUNDLE  a directory written by `opticam-rt export`; METHOD  opti-cam, grad-cam, ... (manifest explainers)\n"
     "  IMAGE   a PNG or JPEG photo, resized to the model's input size as opticam-rt's load_image does\n"
     "  OUT.npy the map (H, W) float32 in [0, 1]; one JSON line goes to stdout\n"
     "  --repeat N     run N times and report the fastest and mean inference seconds\n"
+    "  --concurrent N then call explain from N threads at once on the same Explainer and report\n"
+    "                 whether every map equals the serial one (the thread model, exercised)\n"
     "  --input-npy P  also write the model input (3, H, W) float32 to P\n";
 
 // A float32 array as a version 1.0 .npy file (little-endian, C order).
@@ -81,7 +84,7 @@ int main(int argc, char** argv) {
     try {
         std::vector<std::string> positional;
         opticam::Options options;
-        long long target = -1, repeat = 1;
+        long long target = -1, repeat = 1, concurrent = 0;
         std::string input_npy;
         for (int i = 1; i < argc; ++i) {
             std::string arg = argv[i];
@@ -99,6 +102,7 @@ int main(int argc, char** argv) {
                 else if (arg == "--patience") options.patience = integer(arg, value);
                 else if (arg == "--threads") options.threads = static_cast<int>(integer(arg, value));
                 else if (arg == "--repeat") repeat = integer(arg, value);
+                else if (arg == "--concurrent") concurrent = integer(arg, value);
                 else if (arg == "--input-npy") input_npy = value;
                 else throw std::runtime_error("unknown option " + arg + " (see --help)");
             } else {
@@ -107,6 +111,7 @@ int main(int argc, char** argv) {
         }
         if (positional.size() != 4) throw std::runtime_error("expected BUNDLE METHOD IMAGE OUT.npy (see --help)");
         if (repeat < 1) throw std::runtime_error("--repeat must be at least 1");
+        if (concurrent < 0 || concurrent > 64) throw std::runtime_error("--concurrent must be 0..64");
         const std::string &bundle = positional[0], &method = positional[1], &image = positional[2], &out = positional[3];
 
         opticam::Explainer explainer(bundle, method, options);
@@ -123,13 +128,36 @@ int main(int argc, char** argv) {
             best = k == 0 ? result.seconds : std::min(best, result.seconds);
             total += result.seconds;
         }
+        std::string concurrency;
+        if (concurrent > 0) {
+            std::vector<opticam::Result> results(static_cast<std::size_t>(concurrent));
+            std::vector<std::string> errors(results.size());
+            std::vector<std::thread> workers;
+            for (std::size_t k = 0; k < results.size(); ++k)
+                workers.emplace_back([&, k] {
+                    try {
+                        results[k] = explainer.explain(pixels, target);
+                    } catch (const std::exception& e) {
+                        errors[k] = e.what();
+                    }
+                });
+            for (auto& w : workers) w.join();
+            bool identical = true;
+            for (std::size_t k = 0; k < results.size(); ++k) {
+                if (!errors[k].empty()) throw std::runtime_error("concurrent call " + std::to_string(k) + ": " + errors[k]);
+                identical = identical && results[k].map == result.map && results[k].target == result.target &&
+                            results[k].score == result.score && results[k].masked_score == result.masked_score;
+            }
+            concurrency = ", \"concurrent\": " + std::to_string(concurrent) +
+                          ", \"concurrent_identical\": " + (identical ? "true" : "false");
+        }
         write_npy(out, result.map.data(), {static_cast<std::size_t>(result.height), static_cast<std::size_t>(result.width)});
         std::string line = "{\"method\": " + opticam::json::quote(method) + ", \"target\": " + std::to_string(result.target) +
                            ", \"class_name\": " + opticam::json::quote(result.class_name) +
                            ", \"score\": " + number(result.score) + ", \"masked_score\": " + number(result.masked_score);
         if (result.steps >= 0) line += ", \"steps\": " + std::to_string(result.steps);
         line += ", \"seconds\": " + number(best) + ", \"mean_seconds\": " + number(total / repeat) +
-                ", \"runs\": " + std::to_string(repeat) + "}";
+                ", \"runs\": " + std::to_string(repeat) + concurrency + "}";
         std::cout << line << std::endl;
         return 0;
     } catch (const std::exception& e) {
