@@ -145,12 +145,14 @@ def interrupt_guard() -> Iterator[InterruptFlag]:
         flag.requested = error
         raise error
 
-    for s, handler in previous.items():
-        if handler is not signal.SIG_IGN:
-            signal.signal(s, on_signal)
-    flag._handler = on_signal if previous[signal.SIGINT] is not signal.SIG_IGN else None
+    # A signal the process ignores stays ignored; one whose handler was set outside Python
+    # (getsignal -> None) is left to it, since Python could not put that handler back.
+    installed = [s for s, handler in previous.items() if handler is not signal.SIG_IGN and handler is not None]
+    for s in installed:
+        signal.signal(s, on_signal)
+    flag._handler = on_signal if signal.SIGINT in installed else None
     try:
         yield flag
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        for s in installed:
+            signal.signal(s, previous[s])
