@@ -54,22 +54,8 @@ def render_html(
         f"<li><b>{esc(m.column)}</b>: {esc(m.meaning)}, {esc(m.unit)} ({esc(m.better)} is better)</li>"
         for m in (BY_COLUMN[c] for c in columns if c in BY_COLUMN)
     ]
-    shown = [
-        f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        f"<figcaption>{esc(caption)}</figcaption></figure>"
-        for caption, png in figures
-    ]
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{esc(title)}</h1>",
-        *(f"<p>{esc(n)}</p>" for n in notes),
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>",
-        f'<ul class="legend">{"".join(legend)}</ul>' if legend else "",
-        *shown,
-        "</body></html>",
-    ]) + "\n"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return _page(title, [table, f'<ul class="legend">{"".join(legend)}</ul>' if legend else ""], figures, notes)
 
 
 def _cell(value: float | None, column: str) -> str:
@@ -82,6 +68,11 @@ def _cell(value: float | None, column: str) -> str:
 
 def render_text_html(title: str, text: str, figures: Sequence[tuple[str, bytes]] = (), notes: Sequence[str] = ()) -> str:
     """A report whose table is already text (the sanity checks'): shown preformatted, figures below."""
+    return _page(title, [f"<pre>{html.escape(text)}</pre>"], figures, notes)
+
+
+def _page(title: str, blocks: Sequence[str], figures: Sequence[tuple[str, bytes]], notes: Sequence[str]) -> str:
+    """The HTML document: title, notes, the given blocks, then the figures as data-URL PNGs."""
     esc = html.escape
     shown = [
         f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
@@ -94,7 +85,7 @@ def render_text_html(title: str, text: str, figures: Sequence[tuple[str, bytes]]
         f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
         *(f"<p>{esc(n)}</p>" for n in notes),
-        f"<pre>{esc(text)}</pre>",
+        *blocks,
         *shown,
         "</body></html>",
     ]) + "\n"
