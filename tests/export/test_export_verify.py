@@ -19,7 +19,7 @@ from nets import TINY_NETS
 
 from opticam_rt.bundle import load_bundle, write_manifest
 from opticam_rt.export import build_graphs, verify_bundle
-from opticam_rt.export.verify import FLOAT64_RTOL, NORM_CAP, NORM_RTOL
+from opticam_rt.export.verify import NORM_CAP, NORM_RTOL
 
 NET = "branch"  # a residual add and a concat: gradient sums to drop
 
@@ -109,7 +109,7 @@ def test_wrong_backward_graph_fails(tiny_bundle, branch_graphs, tmp_path, mutati
     check = mutated.graphs[graph]
     assert not check.passed, f"{mutation} on {graph} passed: {mutated.format()}"
     assert check.norm_error > 5 * check.limit, check.norm_errors
-    assert check.float64_error > 5 * FLOAT64_RTOL, check.float64_errors
+    assert check.float64_error > 5 * check.float64_limit, check.float64_errors
     assert not mutated
     assert mutated.graphs["forward"].passed  # untouched, still passes
     assert mutated.graphs["forward"].float64_error < 1e-5
@@ -132,7 +132,7 @@ def test_float64_graph_settles_a_float32_excess_within_the_cap(tiny_bundle, bran
     assert report.to_dict()["graphs"]["grad_image"]["settled_by"] == "float64"
     copy = mutated_copy(bundle, "grad_image", "scaled-1.01", "grad_image", tmp_path / "bundle")
     check = verify_bundle(load_bundle(copy), branch_graphs, names=["grad_image"]).graphs["grad_image"]
-    assert check.norm_error <= NORM_CAP and check.float64_error > 5 * FLOAT64_RTOL
+    assert check.norm_error <= NORM_CAP and check.float64_error > 5 * check.float64_limit
     assert not check.passed and check.settled_by == "failed"
 
 
