@@ -604,3 +604,64 @@ def tiny_vit() -> nn.Module:
 def tiny_resnet() -> nn.Module:
     """The tiny ResNet (64 x 64, tap ``layer4``) as a ``pkg.module:factory``."""
     return calibrated(FAMILIES["resnet"].tiny, FAMILIES["resnet"].tiny_size)
+
+
+# --- channels-last (Swin-style) -----------------------------------------------------------------
+
+
+class ChannelsLastBlock(nn.Module):
+    """x + MLP(LayerNorm(x)) on a (N, H, W, C) map: Swin's and MetaFormers' channel MLP."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+class PatchMerging(nn.Module):
+    """Swin's 2 x 2 patch merging on (N, H, W, C): concatenate the four, LayerNorm, Linear 4C -> 2C."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, h, w, c = x.shape
+        x = x.reshape(n, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.reduction(self.norm(x))
+
+
+class TinySwin(nn.Module):
+    """Patch embedding (a strided conv, then permuted to (N, H, W, C)), channel MLP blocks and a
+    patch merging, all channels-last; ``norm`` is the last LayerNorm, whose (N, h, w, C) output
+    the head averages over h and w, as in Swin-T."""
+
+    def __init__(self, dim: int = 8, patch: int = 4, num_classes: int = TINY_CLASSES) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+        self.stage1 = ChannelsLastBlock(dim)
+        self.merge = PatchMerging(dim)
+        self.stage2 = ChannelsLastBlock(2 * dim)
+        self.norm = nn.LayerNorm(2 * dim)
+        self.head = nn.Linear(2 * dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).permute(0, 2, 3, 1)
+        x = self.norm(self.stage2(self.merge(self.stage1(x))))
+        return self.head(x.mean(dim=(1, 2)))
+
+
+def tiny_swin() -> nn.Module:
+    """TinySwin (32 x 32 input: a 4 x 4 grid of 16 channels at ``norm``) as a ``pkg.module:factory``."""
+    return calibrated(TinySwin, (32, 32))
+
+
+def square_channels_last() -> nn.Module:
+    """TinySwin whose ``norm`` output is (N, 4, 4, 4): the shapes cannot tell the layout."""
+    return calibrated(lambda: TinySwin(dim=2, patch=4), (32, 32))

@@ -57,6 +57,8 @@ class TorchClassifier:
             ``tap_tokens`` ({"prefix", "height", "width"}): the first ``prefix`` tokens are
             dropped and the rest, in row-major patch order, laid out as (N, D, height, width).
             A replacement map goes back in after the tap's own prefix tokens.
+        channels_last: the tap's 4-D output is (N, h, w, D) (the manifest's ``tap_layout``):
+            the map is its (N, D, h, w) transpose, and a replacement goes back transposed.
     """
 
     def __init__(
@@ -66,8 +68,10 @@ class TorchClassifier:
         mean: Sequence[float],
         std: Sequence[float],
         tokens: Mapping[str, int] | None = None,
+        channels_last: bool = False,
     ) -> None:
         self.model = model.eval()
+        self.channels_last = channels_last
         for p in self.model.parameters():
             p.requires_grad_(False)
         path, _, index = tap.partition("@")
@@ -92,9 +96,14 @@ class TorchClassifier:
             # Clones: an in-place op right after the tap (DenseNet's F.relu(..., inplace=True))
             # would otherwise rewrite the captured map, or write into the replacement leaf.
             if replace is None:
-                seen.append(self._to_map(output) if self.tokens else output.clone())
+                if self.channels_last:
+                    seen.append(torch.movedim(output, 3, 1).clone())
+                else:
+                    seen.append(self._to_map(output) if self.tokens else output.clone())
                 return None
             seen.append(replace)
+            if self.channels_last:
+                return torch.movedim(replace, 1, 3).clone()
             if self.tokens:
                 prefix, height, width = self.tokens
                 patches = torch.flatten(replace, 2).transpose(1, 2)  # (N, h*w, D), row-major patches
@@ -129,4 +138,5 @@ class TorchClassifier:
         from opticam_rt.export.models import load_recipe
 
         recipe = load_recipe(model_spec_for(manifest, model, trust_code, where))
-        return cls(recipe.build(), manifest.tap_layer, manifest.mean, manifest.std, manifest.tap_tokens)
+        return cls(recipe.build(), manifest.tap_layer, manifest.mean, manifest.std, manifest.tap_tokens,
+                   channels_last=manifest.tap_layout == "channels-last")
