@@ -45,6 +45,15 @@ def model_spec_for(manifest: "Manifest", model: str | None = None, trust_code: b
     )
 
 
+def _pair(batch: torch.Tensor) -> torch.Tensor:
+    """A batch of one repeated to two. PyTorch 2.13's CPU BatchNorm2d backward (eval mode)
+    returns a wrong input gradient at batch 1 when the incoming gradient has channels-last
+    strides (a conv + BatchNorm stem flattened to tokens, as in LeViT); at batch 2 it is right,
+    and rows are independent in eval mode, so the first row's outputs and gradients are the
+    batch of one's (docs/decisions.md)."""
+    return batch.repeat(2, *([1] * (batch.dim() - 1)))
+
+
 class TorchClassifier:
     """Pixels (N, 3, H, W) in [0, 1] -> logits (N, C), with the tap output (N, K, h, w) captured.
 
@@ -82,6 +91,8 @@ class TorchClassifier:
         self.std = torch.tensor(list(std), dtype=torch.float32).reshape(1, -1, 1, 1)
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
+        if image.shape[0] == 1:  # see _pair
+            return self.model(_pair((image - self.mean) / self.std))[:1]
         return self.model((image - self.mean) / self.std)
 
     def logits_and_features(self, image: torch.Tensor, replace: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,12 +121,15 @@ class TorchClassifier:
                 return torch.cat([output[:, :prefix], patches], dim=1)
             return replace.clone()
 
+        single = image.shape[0] == 1  # run as a batch of two: see _pair
+        if single and replace is not None:
+            replace = _pair(replace)
         handle = self.tap_module.register_forward_hook(hook)
         try:
             logits = self.logits(image)
         finally:
             handle.remove()
-        return logits, seen[0]
+        return logits, seen[0][:1] if single else seen[0]
 
     def _to_map(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, T, D) tokens -> (N, D, height, width) patch map."""
