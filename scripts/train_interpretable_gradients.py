@@ -5,8 +5,8 @@
 1. Generate the shapes dataset (opticam_rt.training.shapes: the class is the shape of one object
    whose box is known), 48 x 48.
 2. Pre-train a small ReLU CNN with cross-entropy for ``--pretrain-epochs``.
-3. From that one starting point, fine-tune two copies for ``--epochs`` with the same batches:
-   plain cross-entropy, and interpretable_gradients_loss (lambda ``--lam``).
+3. From that one starting point, fine-tune copies for ``--epochs`` with the same batches: plain
+   cross-entropy, and interpretable_gradients_loss for each lambda of ``--lams``.
 4. On held-out images, for each model: accuracy, and for each method (reference PyTorch
    implementations, target = ground-truth label) AD / AG / AI, insertion / deletion AUC and the
    localisation metrics (pointing game, energy pointing game, BoxAcc) against the object boxes.
@@ -39,17 +39,21 @@ METHODS = {"grad-cam": {}, "grad-cam++": {}, "layer-cam": {}, "score-cam": {}, "
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
+TAP = "features.13"
+
+
 class SmallCnn(nn.Module):
-    """48 x 48 -> 4 classes; the CAM tap is ``features.8`` (64 x 12 x 12)."""
+    """48 x 48 -> 4 classes: four conv-BN-ReLU blocks, two max pools, global average pooling,
+    one dense layer; the CAM tap is the last ReLU, ``features.13`` (64 x 12 x 12)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-        )
+
+        def block(i: int, o: int) -> list[nn.Module]:
+            return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU()]
+
+        self.features = nn.Sequential(*block(3, 16), *block(16, 32), nn.MaxPool2d(2), *block(32, 32), nn.MaxPool2d(2),
+                                      *block(32, 64))
         self.fc = nn.Linear(64, len(CLASSES))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +96,7 @@ def gradient_cosine(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float
 
 
 def evaluate(model: nn.Module, data, steps: int) -> dict[str, dict[str, float]]:
-    clf = TorchClassifier(copy.deepcopy(model).eval(), "features.8", MEAN, STD)
+    clf = TorchClassifier(copy.deepcopy(model).eval(), TAP, MEAN, STD)
     x = torch.from_numpy(data.images)
     t = torch.from_numpy(data.labels)
 
@@ -119,11 +123,12 @@ def evaluate(model: nn.Module, data, steps: int) -> dict[str, dict[str, float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", type=int, default=2000)
-    ap.add_argument("--test", type=int, default=200)
-    ap.add_argument("--pretrain-epochs", type=int, default=6)
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--lam", type=float, default=7.5e-3)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--test", type=int, default=150)
+    ap.add_argument("--pretrain-epochs", type=int, default=5)
+    ap.add_argument("--pretrain-lr", type=float, default=3e-3)
+    ap.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs")
+    ap.add_argument("--lams", default="0.0075,0.1", help="regularised runs' lambdas (the paper's 7.5e-3 first)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
     ap.add_argument("--steps", type=int, default=48, help="insertion/deletion steps")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -140,10 +145,11 @@ def main() -> None:
     xv, yv = torch.from_numpy(test.images), torch.from_numpy(test.labels)
 
     base = SmallCnn()
-    pre = run_epochs(base, xt, yt, args.pretrain_epochs, 0.0, args.lr, args.seed)
+    pre = run_epochs(base, xt, yt, args.pretrain_epochs, 0.0, args.pretrain_lr, args.seed)
     results = {"settings": vars(args), "pretrain": {**pre, "accuracy": accuracy(base, xv, yv)}, "models": {}}
     print(f"pre-trained: {results['pretrain']}", flush=True)
-    for name, lam in (("plain", 0.0), ("regularised", args.lam)):
+    runs = [("plain", 0.0)] + [(f"lambda={lam:g}", lam) for lam in (float(v) for v in args.lams.split(","))]
+    for name, lam in runs:
         model = copy.deepcopy(base)
         info = run_epochs(model, xt, yt, args.epochs, lam, args.lr, args.seed + 1)
         info["accuracy"] = accuracy(model, xv, yv)
@@ -153,11 +159,11 @@ def main() -> None:
         print(f"{name}: accuracy {info['accuracy']:.1f}%  cos(grad, guided) {info['gradient_cosine']:.3f}  "
               f"fine-tune {info['seconds']:.0f} s", flush=True)
     cols = ("AD", "AG", "AI", "Ins", "Del", "SP", "EP", "BoxAcc")
-    print(f"\n{'method':12} {'model':12} " + " ".join(f"{c:>7}" for c in cols))
+    print(f"\n{'method':12} {'model':13} " + " ".join(f"{c:>7}" for c in cols))
     for method in METHODS:
-        for name in ("plain", "regularised"):
+        for name, _ in runs:
             row = results["models"][name]["methods"][method]
-            print(f"{method:12} {name:12} " + " ".join(f"{row[c]:7.2f}" for c in cols))
+            print(f"{method:12} {name:13} " + " ".join(f"{row[c]:7.2f}" for c in cols))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
