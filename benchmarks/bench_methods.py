@@ -18,7 +18,7 @@ import pytest
 from conftest import BATCHES, bench_backends, record
 
 from opticam_rt.bench import FLOOR_BURST, FLOORS, floor_fn
-from opticam_rt.runtime.registry import METHODS
+from opticam_rt.methods import REGISTRY
 
 #: Methods whose reference takes minutes per image: one round each.
 SLOW = {"score-cam", "ablation-cam"}
@@ -27,7 +27,7 @@ ROUNDS = 3
 
 @pytest.mark.parametrize("backend", bench_backends())
 @pytest.mark.parametrize("n", BATCHES, ids=[f"b{n}" for n in BATCHES])
-@pytest.mark.parametrize("case", [*FLOORS, *METHODS])
+@pytest.mark.parametrize("case", [*FLOORS, *REGISTRY])
 def test_method(benchmark, explainers, photo_batch, case, n, backend):
     benchmark.group = f"{case}-b{n}"
     explainer, batch = explainers[backend], photo_batch[:n]

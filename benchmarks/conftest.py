@@ -113,7 +113,8 @@ def explainers(effnet_bundle, photo_batch):
     compiles once; the suites time the steady state), including the chunk shapes of Score-CAM's
     forward and Ablation-CAM's head."""
     from opticam_rt.runtime import Explainer
-    from opticam_rt.runtime.cams import AblationCAMOptions, ScoreCAMOptions
+    from opticam_rt.methods.ablation_cam import AblationCAMOptions
+    from opticam_rt.methods.score_cam import ScoreCAMOptions
 
     made = {}
     k = effnet_bundle.manifest.tap_shape

@@ -12,7 +12,6 @@ from typing import Any
 from opticam_rt.errors import BundleError, InputError, UnverifiedBundleWarning
 from opticam_rt.graph_check import check_graph_io
 from opticam_rt.manifest import (  # noqa: F401 - re-exported: the bundle's public names
-    EXPLAINER_SIGNATURES,
     GRAPH_SIGNATURES,
     MANIFEST,
     SCHEMA_VERSION,
@@ -20,6 +19,7 @@ from opticam_rt.manifest import (  # noqa: F401 - re-exported: the bundle's publ
     Manifest,
     graph_input_shapes,
 )
+from opticam_rt.methods import REGISTRY
 
 
 def check_input_size(size: Any, option: str = "--input-size") -> tuple[int, int]:
@@ -119,10 +119,11 @@ def load_bundle(directory: str | Path, check_hashes: bool = True) -> Bundle:
         check_graph_io(directory / file, name, manifest, GRAPH_SIGNATURES.get(name), set(manifest.files))
     for method, entry in manifest.explainers.items():
         path = directory / entry["file"]
-        signature = EXPLAINER_SIGNATURES.get(method)
-        if signature is None:
+        record = REGISTRY.get(method)
+        if record is None or record.graph is None:
             raise BundleError(f"{manifest_path}: explainer graph for unknown method {method!r:.40} "
-                              f"(known: {', '.join(EXPLAINER_SIGNATURES)})")
+                              f"(known: {', '.join(m for m, r in REGISTRY.items() if r.graph is not None)})")
+        signature = record.graph_signature()
         listed = (tuple(entry["inputs"]), tuple(entry["outputs"]))
         if (set(listed[0]), set(listed[1])) != (set(signature[0]), set(signature[1])):
             raise BundleError(f"{manifest_path}: the {method} explainer entry lists inputs {list(listed[0])} and outputs "

@@ -24,21 +24,6 @@ GRAPH_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-_EXPLAINER_IN = ("image", "target")
-_EXPLAINER_OUT = ("map", "explained_target", "score", "masked_score", "logits")
-#: Method -> (input names, output names) of its self-contained explainer graph, every input
-#: counted (the scalar options are inputs with defaults). Checked at load, so a graph swapped
-#: for another method's (and rehashed) is refused rather than run under the wrong name.
-EXPLAINER_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "opti-cam": ((*_EXPLAINER_IN, "iterations", "lr", "tol", "patience"), (*_EXPLAINER_OUT, "loss", "steps")),
-    "grad-cam": (_EXPLAINER_IN, _EXPLAINER_OUT),
-    "grad-cam++": (_EXPLAINER_IN, _EXPLAINER_OUT),
-    "xgrad-cam": (_EXPLAINER_IN, _EXPLAINER_OUT),
-    "layer-cam": (_EXPLAINER_IN, _EXPLAINER_OUT),
-    "score-cam": ((*_EXPLAINER_IN, "chunk"), _EXPLAINER_OUT),
-    "ablation-cam": ((*_EXPLAINER_IN, "chunk"), _EXPLAINER_OUT),
-    "fake-cam": (_EXPLAINER_IN, _EXPLAINER_OUT),
-}
 #: Metadata key of an explainer graph naming its method (written at export, compared at load:
 #: graphs of the same signature, Grad-CAM's and XGrad-CAM's, differ only in it).
 METHOD_METADATA = "opticam_rt.method"

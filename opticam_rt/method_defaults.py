@@ -1,9 +1,9 @@
 """Defaults of the methods' options and Adam's constants, written once.
 
-Three implementations read them: the runtime's option dataclasses (``runtime/opticam.py``,
-``runtime/cams.py``), the explainer graphs (``export/explainer_graphs``, whose inputs carry them as
-defaults) and the PyTorch reference (``reference/methods.py``). A copy kept by hand had drifted:
-the graphs' chunks were 16/64 while the host's were 64/256.
+Each method's module (``opticam_rt/methods``) reads them for its three implementations: the
+option dataclass (whose defaults the explainer graph's inputs carry) and Adam on the host, Adam
+in the graph's Loop, and the PyTorch reference's keyword defaults. A copy kept by hand had
+drifted: the graphs' chunks were 16/64 while the host's were 64/256.
 """
 
 from __future__ import annotations

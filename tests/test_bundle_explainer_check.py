@@ -15,7 +15,8 @@ import pytest
 from opticam_rt.bundle import MANIFEST, load_bundle
 from opticam_rt.errors import BundleError
 from opticam_rt.export.explainer_graphs import EXPLAINER_GRAPHS, describe
-from opticam_rt.manifest import EXPLAINER_SIGNATURES, METHOD_METADATA
+from opticam_rt.manifest import METHOD_METADATA
+from opticam_rt.methods import REGISTRY
 
 
 @pytest.fixture
@@ -34,8 +35,9 @@ def rehash(bundle: Path, name: str) -> None:
 
 def test_signatures_match_what_the_exporter_writes(bundle_dir):
     bundle = load_bundle(bundle_dir)
-    assert set(EXPLAINER_SIGNATURES) == set(EXPLAINER_GRAPHS) == set(bundle.manifest.explainers)
-    for method, (inputs, outputs) in EXPLAINER_SIGNATURES.items():
+    assert set(EXPLAINER_GRAPHS) == set(bundle.manifest.explainers)
+    for method in EXPLAINER_GRAPHS:
+        inputs, outputs = REGISTRY[method].graph_signature()
         entry = describe(method, "x.onnx", _sizes(bundle))
         assert (tuple(entry["inputs"]), tuple(entry["outputs"])) == (inputs, outputs)
         model = onnx.load(str(bundle.explainer_path(method)), load_external_data=False)

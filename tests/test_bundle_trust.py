@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import tiny_runtime_net
-from PIL import Image
 
 from opticam_rt.bundle import MANIFEST
-from opticam_rt.cli import main
 from opticam_rt.errors import UntrustedCodeError
 from opticam_rt.reference.model import TRUST_ENV, model_spec_for
+from cli_run import random_photo, run_main
 
 TINY = f"{Path(tiny_runtime_net.__file__).resolve()}:make"
 
@@ -52,18 +49,8 @@ def hostile(bundle_dir: str, tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def photo(tmp_path: Path) -> Path:
-    path = tmp_path / "photo.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
-    return path
+    return random_photo(tmp_path / "photo.png")
 
-
-def run_main(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["opticam-rt", *map(str, args)])
-    with pytest.raises(SystemExit) as info:
-        main()
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 def test_explainer_refuses_manifest_code(untrusted, hostile) -> None:

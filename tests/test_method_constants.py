@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 
 def test_host_adam_steps_as_torch_optim_adam_where_epsilon_matters():
-    from opticam_rt.runtime.opticam import Adam
+    from opticam_rt.methods.opti_cam import Adam
 
     rng = np.random.default_rng(0)
     u0 = rng.normal(size=(3, 5)).astype(np.float32)
@@ -37,7 +37,7 @@ def test_host_adam_steps_as_torch_optim_adam_where_epsilon_matters():
 
 def test_min_max_normalisation_epsilon():
     """A map whose range (1e-7) is near the epsilon: its peak normalises to 1e-7 / (1e-7 + 1e-8)."""
-    from opticam_rt.runtime.cams import class_map_to_saliency
+    from opticam_rt.methods.cam_family import class_map_to_saliency
 
     cam = np.zeros((1, 2, 2), dtype=np.float32)
     cam[0, 0, 1] = 1e-7
@@ -54,21 +54,20 @@ def test_min_max_normalisation_epsilon():
 @pytest.mark.parametrize("method", ["score-cam", "ablation-cam"])
 def test_every_implementation_has_the_same_chunk_default(method):
     from opticam_rt.export.explainer_graphs import describe
-    from opticam_rt.export.explainer_graphs.common import Sizes
-    from opticam_rt.reference.methods import REFERENCE_METHODS
-    from opticam_rt.runtime.registry import METHODS
+    from opticam_rt.methods import REGISTRY
+    from opticam_rt.methods.graph.explainer_graph import Sizes
 
-    host = METHODS[method].Options().chunk
+    host = REGISTRY[method].Options().chunk
     graph = describe(method, "x.onnx", Sizes((8, 8), (2, 2), 4, 3))["defaults"]["chunk"]
-    reference = inspect.signature(REFERENCE_METHODS[method]).parameters["chunk"].default
+    reference = inspect.signature(REGISTRY[method].reference).parameters["chunk"].default
     assert host == graph == reference
     assert host == {"score-cam": 16, "ablation-cam": 256}[method]  # the decision in docs/decisions.md
 
 
 def test_opticam_graph_defaults_are_the_options_defaults():
     from opticam_rt.export.explainer_graphs import describe
-    from opticam_rt.export.explainer_graphs.common import Sizes
-    from opticam_rt.runtime.opticam import OptiCAMOptions
+    from opticam_rt.methods.graph.explainer_graph import Sizes
+    from opticam_rt.methods.opti_cam import OptiCAMOptions
 
     entry = describe("opti-cam", "x.onnx", Sizes((8, 8), (2, 2), 4, 3))
     host = OptiCAMOptions()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import zlib
 import struct
 from pathlib import Path
@@ -17,25 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from opticam_rt.cli import EXIT_CRASH, EXIT_ERROR, EXIT_SOME_FAILED, main
+from opticam_rt.cli import EXIT_CRASH, EXIT_ERROR, EXIT_SOME_FAILED
+from cli_run import random_photo, run_main
 
 
 @pytest.fixture
 def photo(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    path = tmp_path / "photo.png"
-    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(path)
-    return path
+    return random_photo(tmp_path / "photo.png", size=(40, 50))
 
-
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """The console entry point -> (exit status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["opticam-rt", *map(str, args)])
-    with pytest.raises(SystemExit) as info:
-        main()
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 def explain(bundle_dir: str, out: Path, *images: Path | str) -> list[str]:

@@ -10,17 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from opticam_rt.cli import EXIT_ERROR, EXIT_SOME_FAILED, main
+from opticam_rt.cli import EXIT_ERROR, EXIT_SOME_FAILED
+from cli_run import run_main
 
-
-def run_main(monkeypatch, capsys, *args: object) -> tuple[int, str, str]:
-    """The console entry point -> (exit status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["opticam-rt", *map(str, args)])
-    with pytest.raises(SystemExit) as info:
-        main()
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 def photo_at(path: Path, seed: int = 0) -> Path:

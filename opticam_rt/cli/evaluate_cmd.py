@@ -10,7 +10,8 @@ import click
 from opticam_rt.cli import EXIT_SOME_FAILED, plural
 from opticam_rt.cli.model_option import model_option
 from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
-from opticam_rt.evaluation.metric_names import names as metric_names
+from opticam_rt.evaluation.metric_names import PROTOCOLS, names as metric_names
+from opticam_rt.runtime.explainer import ENGINES
 from opticam_rt.cli.ray_options import ray_config, ray_option_flags
 from opticam_rt.runtime.runners import BACKENDS
 
@@ -21,7 +22,7 @@ from opticam_rt.runtime.runners import BACKENDS
 @click.option("--methods", default="opti-cam,grad-cam,fake-cam", show_default=True, help="Comma-separated method names.")
 @click.option("--metrics", default=None, help=f"Comma-separated: {','.join(metric_names())} (default: "
               f"{','.join(metric_names('classification') + metric_names('curve'))}, plus localisation when boxes are given).")
-@click.option("--protocol", type=click.Choice(["standard", "opticam"]), default="standard", show_default=True,
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="standard", show_default=True,
               help="Localisation protocol: standard (pointing game 15 px, OM/LE at IoU 0.5) or the Opti-CAM paper's variants.")
 @click.option("--boxes", "boxes_csv", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CSV path,label,x0,y0,x1,y1 of ground-truth boxes (original image pixels).")
@@ -29,7 +30,7 @@ from opticam_rt.runtime.runners import BACKENDS
               help="Also the Opti-CAM paper's box study (its Figure 4): AD/AG/AI of the box B and of I\\B as maps, "
               "and of each method's S, B&S and S\\B; needs a box for every image.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--engine", type=click.Choice(["host", "graph"]), default="host", show_default=True,
+@click.option("--engine", type=click.Choice(ENGINES), default="host", show_default=True,
               help="host: the method's loop over the bundle graphs; graph: its self-contained explainer graph (ONNX Runtime).")
 @model_option
 @method_option_flags()
@@ -84,12 +85,12 @@ def evaluate(
     from opticam_rt.evaluation.metric_names import BY_NAME
     from opticam_rt.evaluation.runner import EvaluationSettings, evaluate_dataset, parse_metrics, run_key
     from opticam_rt.runtime.explainer import Explainer
-    from opticam_rt.runtime.registry import METHODS
+    from opticam_rt.methods import REGISTRY
 
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in method_list if m not in METHODS]
+    unknown = [m for m in method_list if m not in REGISTRY]
     if unknown:
-        raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(REGISTRY)}")
     method_options = options_for(method_list, pop_method_options(method_flags))
     from opticam_rt.cache import default_records_path
 

@@ -12,7 +12,7 @@ from opticam_rt.cli import EXIT_SOME_FAILED
 from opticam_rt.cli.model_option import model_option
 from opticam_rt.cli.method_options import method_option_flags, options_for, pop_method_options
 from opticam_rt.cli.ray_options import ray_config, ray_option_flags
-from opticam_rt.runtime.explainer import METHOD_NAMES
+from opticam_rt.runtime.explainer import ENGINES, METHOD_NAMES
 from opticam_rt.runtime.runners import BACKENDS
 
 
@@ -24,7 +24,7 @@ from opticam_rt.runtime.runners import BACKENDS
 @click.option("--method", type=click.Choice(METHOD_NAMES), default="opti-cam", show_default=True)
 @click.option("--target", default="top1", show_default=True, help="'top1' or a class index.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
-@click.option("--engine", type=click.Choice(["host", "graph"]), default="host", show_default=True,
+@click.option("--engine", type=click.Choice(ENGINES), default="host", show_default=True,
               help="host: the method's loop over the bundle graphs; graph: its self-contained explainer graph (ONNX Runtime).")
 @model_option
 @method_option_flags()

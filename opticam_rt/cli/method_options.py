@@ -7,8 +7,8 @@ from typing import Any, Callable, Sequence
 import click
 
 from opticam_rt.errors import InputError
-from opticam_rt.runtime.options import OptionInfo
-from opticam_rt.runtime.registry import METHODS
+from opticam_rt.methods.options import OptionInfo
+from opticam_rt.methods import REGISTRY
 
 
 def declared_options(methods: Sequence[str] | None = None) -> dict[str, tuple[OptionInfo, list[str]]]:
@@ -19,8 +19,8 @@ def declared_options(methods: Sequence[str] | None = None) -> dict[str, tuple[Op
     the ranges and defaults stay per method (the library checks them).
     """
     found: dict[str, tuple[OptionInfo, list[str]]] = {}
-    for method in methods or METHODS:
-        for info in METHODS[method].Options.infos():
+    for method in methods or REGISTRY:
+        for info in REGISTRY[method].Options.infos():
             if info.name in found:
                 first, methods = found[info.name]
                 if first.kind is not info.kind or first.spec.choices != info.spec.choices:
@@ -32,7 +32,7 @@ def declared_options(methods: Sequence[str] | None = None) -> dict[str, tuple[Op
 
 
 def _flag(info: OptionInfo, methods: list[str]) -> Callable[[Any], Any]:
-    defaults = {m: next(i.default for i in METHODS[m].Options.infos() if i.name == info.name) for m in methods}
+    defaults = {m: next(i.default for i in REGISTRY[m].Options.infos() if i.name == info.name) for m in methods}
     defaults = {m: "unset" if d is None else d for m, d in defaults.items()}
     shown = ", ".join(f"{m}: {d}" for m, d in defaults.items()) if len(set(map(str, defaults.values()))) > 1 else str(
         next(iter(defaults.values())))
@@ -79,12 +79,12 @@ def options_for(methods: Sequence[str], given: dict[str, Any]) -> dict[str, dict
     """
     declared = declared_options()
     for name in given:
-        if not any(name in METHODS[m].Options.names() for m in methods):
+        if not any(name in REGISTRY[m].Options.names() for m in methods):
             users = declared[name][1]
             raise InputError(
                 f"--{name.replace('_', '-')} applies to {', '.join(users)}, not to {', '.join(methods)}"
             )
-    split = {m: {k: v for k, v in given.items() if k in METHODS[m].Options.names()} for m in methods}
+    split = {m: {k: v for k, v in given.items() if k in REGISTRY[m].Options.names()} for m in methods}
     for m, options in split.items():
-        METHODS[m].Options.parse(options, m)
+        REGISTRY[m].Options.parse(options, m)
     return split

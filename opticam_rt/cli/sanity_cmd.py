@@ -58,7 +58,7 @@ def _setup(check: str, images: tuple[str, ...], model_spec: str, layer: str | No
     from opticam_rt.evaluation.sanity import SanityModel, SanityRecords
     from opticam_rt.images import load_image
     from opticam_rt.outputs import check_distinct_paths, check_new_file, check_writable_folder
-    from opticam_rt.runtime.registry import METHODS
+    from opticam_rt.methods import REGISTRY
 
     records_given = records_file or (f"{out_file}.records.jsonl" if out_file else None)
     check_distinct_paths({"--out": out_file, "--plot": plot_file, "--html": html_file, "--records": records_given},
@@ -73,10 +73,10 @@ def _setup(check: str, images: tuple[str, ...], model_spec: str, layer: str | No
         from opticam_rt.plotting import require_matplotlib
 
         require_matplotlib("--plot" if plot_file else "--html")
-    names = list(METHODS) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
+    names = list(REGISTRY) if methods.strip() == "all" else [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in REGISTRY]
     if unknown or not names:
-        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
+        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(REGISTRY)}")
     sm = SanityModel.load(model_spec, layer, _size(input_size), _floats(mean, "--mean"), _floats(std, "--std"))
     paths: list[Path] = []
     for item in map(Path, images):

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: Localisation protocols: the standard one, or the Opti-CAM paper's appendix variants
+#: (evaluation.localisation.protocols; the CLI's --protocol choices).
+PROTOCOLS = ("standard", "opticam")
+
 
 @dataclass(frozen=True)
 class Metric:

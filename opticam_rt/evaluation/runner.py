@@ -18,6 +18,7 @@ from opticam_rt.evaluation.insertion_deletion import deletion, insertion
 from opticam_rt.evaluation.localisation import DEFAULT_BOX_THRESHOLDS, localisation_metrics, saliency_metric
 from opticam_rt.evaluation.metric_names import BY_COLUMN, BY_NAME, names
 from opticam_rt.evaluation.records import RecordStore, produced_by, to_jsonable
+from opticam_rt.evaluation.metric_names import PROTOCOLS
 from opticam_rt.images import load_image
 
 CLASSIFICATION = names("classification")
@@ -25,8 +26,6 @@ CURVES = names("curve")
 LOCALISATION = names("localisation")
 ALL_METRICS = names()
 DEFAULT_METRICS = (*CLASSIFICATION, *CURVES)
-#: Localisation protocols: the standard one, or the Opti-CAM paper's appendix variants.
-PROTOCOLS = ("standard", "opticam")
 
 
 def parse_metrics(text: str | Sequence[str] | None, have_boxes: bool) -> tuple[str, ...]:

@@ -1,6 +1,10 @@
-"""PyTorch reference implementations of every saliency method, independent of the ONNX path."""
+"""The PyTorch side: the classifier with its tap hook, and every method's reference run on it.
 
-from opticam_rt.reference.methods import REFERENCE_METHODS, reference_explain
+The reference implementations themselves live with their methods (``opticam_rt.methods``, each
+written from its paper, not from the host code); this package rebuilds the model they run on.
+"""
+
+from opticam_rt.reference.explain import reference_explain
 from opticam_rt.reference.model import TorchClassifier
 
-__all__ = ["REFERENCE_METHODS", "TorchClassifier", "reference_explain"]
+__all__ = ["TorchClassifier", "reference_explain"]

@@ -16,8 +16,9 @@ import numpy as np
 
 from opticam_rt.bundle import WEIGHTS, Bundle, load_bundle
 from opticam_rt.errors import BundleError, InputError
+from opticam_rt.methods.contract import MethodContext, MethodImplementation, MethodOutput
+from opticam_rt.runtime.checks import check_images, check_targets
 from opticam_rt.runtime.explanation import Explanation
-from opticam_rt.runtime.method import MethodContext, MethodImplementation, MethodOutput
 
 
 @dataclass
@@ -88,22 +89,18 @@ class GraphExplainer:
         images: np.ndarray,
         method: str = "opti-cam",
         targets: Sequence[int] | np.ndarray | int | None = None,
-        *,
-        iterations: int | None = None,
-        lr: float | None = None,
-        tol: float | None = None,
-        patience: int | None = None,
-        chunk: int | None = None,
+        **options: Any,
     ) -> GraphOutputs:
         """Explain images (N, 3, H, W) float32 in [0, 1]; targets None (or -1) means top-1.
 
-        Options left None keep the graph's defaults (``manifest.explainers[method]["defaults"]``);
+        ``options`` are the inputs the method's graph takes besides image and target, as the
+        manifest lists them (Opti-CAM: iterations, lr, tol, patience; Score-CAM and Ablation-CAM:
+        chunk). One left None keeps the graph's default (``manifest.explainers[method]["defaults"]``);
         an option the method's graph does not take is an error.
         """
         feeds = {"image": self.check_images(images)}
         feeds["target"] = self.check_targets(targets, len(feeds["image"]))
-        given = {"iterations": iterations, "lr": lr, "tol": tol, "patience": patience, "chunk": chunk}
-        feeds.update(self.check_options(method, {k: v for k, v in given.items() if v is not None}))
+        feeds.update(self.check_options(method, {k: v for k, v in options.items() if v is not None}))
         session = self.session(method)
         out = dict(zip((o.name for o in session.get_outputs()), session.run(None, feeds)))
         return GraphOutputs(
@@ -144,31 +141,12 @@ class GraphExplainer:
     # --- input checks (the graph would fail too, with the runtime's less direct message) ----
 
     def check_images(self, images: np.ndarray) -> np.ndarray:
-        images = np.asarray(images)
-        h, w = self.bundle.manifest.input_size
-        if images.ndim != 4 or images.shape[1:] != (3, h, w):
-            raise InputError(f"images must have shape (N, 3, {h}, {w}), got {images.shape}")
-        if len(images) == 0:
-            raise InputError("images is an empty batch (N = 0)")
-        if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1.0 + 1e-6:
-            raise InputError(
-                f"image pixels must be in [0, 1] (got {images.min():.3g}..{images.max():.3g}); divide 0..255 data by 255"
-            )
-        return np.ascontiguousarray(images, dtype=np.float32)
+        return check_images(images, self.bundle.manifest.input_size)
 
     def check_targets(self, targets: Sequence[int] | np.ndarray | int | None, n: int) -> np.ndarray:
         if targets is None:
             return np.full(n, -1, dtype=np.int64)
-        arr = np.full(n, targets) if np.isscalar(targets) else np.asarray(targets)
-        if arr.shape != (n,):
-            raise InputError(f"targets must be one class index per image ({n}), got shape {arr.shape}")
-        c = self.bundle.manifest.num_classes
-        for i, t in enumerate(arr):
-            if not float(t).is_integer() or not -1 <= int(t) < c:
-                raise InputError(
-                    f"target class {t} of image {i} is out of range: the model has classes 0..{c - 1} (-1 = top-1)"
-                )
-        return arr.astype(np.int64)
+        return check_targets(targets, n, self.bundle.manifest.num_classes, top1=-1)
 
     def check_options(self, method: str, options: dict[str, Any]) -> dict[str, np.ndarray]:
         if method not in self.bundle.manifest.explainers:
@@ -205,9 +183,8 @@ class GraphMethod(MethodImplementation):
         self.honours = frozenset(graphs.bundle.manifest.explainers[method]["inputs"]) - {"image", "target"}
 
     def run(self, ctx: MethodContext, options: Any) -> MethodOutput:
+        # An option the host leaves unset (Opti-CAM's tol None) is the graph input's default.
         given = {name: getattr(options, name) for name in self.honours}
-        if "tol" in given and given["tol"] is None:
-            given["tol"] = 0.0  # the graph's "run every step"
         out = self.graphs.run(ctx.images, self.method, ctx.targets, **given)
         trace = None if out.loss is None else np.ascontiguousarray(out.loss.T)
         return MethodOutput(maps=out.map, trace=trace, steps=out.steps)

@@ -11,16 +11,16 @@ import numpy as np
 
 from opticam_rt.bundle import Bundle, load_bundle
 from opticam_rt.errors import InputError
-from opticam_rt.runtime.cams import softmax
-from opticam_rt.runtime.checks import check_finite_maps
+from opticam_rt.runtime.checks import check_finite_maps, check_images, check_targets
 from opticam_rt.runtime.explanation import Explanation
-from opticam_rt.runtime.method import CamMethod, MethodContext, MethodImplementation
-from opticam_rt.runtime.registry import METHODS
+from opticam_rt.methods import REGISTRY, method_record
+from opticam_rt.methods.cam_family import softmax
+from opticam_rt.methods.contract import CamMethod, MethodContext, MethodImplementation
 from opticam_rt.runtime.runner import Runner
 from opticam_rt.runtime.runners import create_runner, native_method, resolve_backend
 
 #: Registered method names, in registry order (also the CLI's choices).
-METHOD_NAMES = tuple(METHODS)
+METHOD_NAMES = tuple(REGISTRY)
 #: How a method is computed: ``host`` runs the method's class over the bundle graphs (any
 #: backend; early-stopped images leave the batch; the split/GPU pipeline); ``graph`` runs the
 #: method's self-contained explainer graph in one ONNX Runtime call, as an embedding service would.
@@ -29,9 +29,19 @@ ENGINES = ("host", "graph")
 
 def method_class(method: str) -> type[CamMethod]:
     """The registered class of ``method``; InputError naming the choices otherwise."""
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return METHODS[method]
+    return method_record(method).host  # type: ignore[return-value]
+
+
+def device_binder(runner: Runner) -> Callable[[str], Any] | None:
+    """graph name -> a CuPy IOBinding of it on ``runner``, where the runner can keep buffers on a
+    GPU that CuPy sees (the split Opti-CAM pipeline's device path); None elsewhere."""
+    if not runner.capabilities.device_buffers:
+        return None
+    from opticam_rt.runtime.device import DeviceBinding, cupy_or_none
+
+    if cupy_or_none() is None:
+        return None
+    return lambda graph: DeviceBinding(runner, graph)
 
 
 class Explainer:
@@ -42,7 +52,7 @@ class Explainer:
         backend: a registered backend name (``ort-cpu``, ``ov-cpu``, ``ort-cuda``, ``ort-trt``,
             ``torch``), ``auto``, or a Runner built by the caller (e.g. ``OvRunner(bundle,
             precision="bf16")``). ``auto`` takes a GPU backend when one is usable, otherwise the
-            CPU backend measured fastest for each method (``runners.CPU_ORDER``); each
+            CPU backend measured fastest for each method (each method's ``cpu_order``, ``opticam_rt.methods``); each
             Explanation names the backend that computed it.
         threads: intra-op threads of the runners this Explainer creates (default: all cores).
         engine: ``host`` (default) or ``graph`` (see ENGINES); ``graph`` needs a bundle exported
@@ -111,36 +121,13 @@ class Explainer:
         self.close()
     def check_images(self, images: np.ndarray) -> np.ndarray:
         """Validate (N, 3, H, W) float pixels in [0, 1] at the bundle's input size."""
-        images = np.asarray(images)
-        h, w = self.input_size
-        if images.dtype.kind not in "fiub":  # complex, object, strings, dates: not pixels
-            raise InputError(f"images must be real numbers (float pixels in [0, 1]), got dtype {images.dtype}")
-        if images.ndim != 4 or images.shape[1:] != (3, h, w):
-            raise InputError(f"images must have shape (N, 3, {h}, {w}), got {images.shape}")
-        if images.shape[0] == 0:
-            raise InputError(f"images: an empty batch (shape {images.shape}); give at least one image")
-        if images.size and (not np.isfinite(images).all() or images.min() < 0 or images.max() > 1.0 + 1e-6):
-            raise InputError(
-                f"image pixels must be in [0, 1] (got {images.min():.3g}..{images.max():.3g}); divide 0..255 data by 255"
-            )
-        return np.ascontiguousarray(images, dtype=np.float32)
+        return check_images(images, self.input_size)
 
     def check_targets(self, targets: Sequence[int] | np.ndarray | int | None, n: int, logits: np.ndarray) -> np.ndarray:
+        """(N,) class indices; None: each image's top-1 class from ``logits`` (N, C)."""
         if targets is None:
             return logits.argmax(axis=1)
-        arr = np.full(n, targets) if np.isscalar(targets) else np.asarray(targets)
-        if arr.shape != (n,):
-            raise InputError(f"targets must be one class index per image ({n}), got shape {arr.shape}")
-        c = self.bundle.manifest.num_classes
-        listed = targets if isinstance(targets, (list, tuple)) else [targets]
-        if arr.dtype.kind not in "iuf" or any(isinstance(t, (bool, np.bool_)) for t in listed):
-            # True is not class 1; "abc" and None are no class
-            shown = ascii(arr[0] if n else targets)[:40]
-            raise InputError(f"targets must be integer class indices, got {shown} (dtype {arr.dtype})")
-        for i, t in enumerate(arr):
-            if not float(t).is_integer() or not 0 <= int(t) < c:
-                raise InputError(f"target class {t} of image {i} is out of range: the model has classes 0..{c - 1}")
-        return arr.astype(np.int64)
+        return check_targets(targets, n, self.bundle.manifest.num_classes)
 
     def predict(self, images: np.ndarray, runner: Runner | None = None) -> tuple[np.ndarray, np.ndarray]:
         """images (N, 3, H, W) -> logits (N, C), features (N, K, h, w)."""
@@ -161,7 +148,7 @@ class Explainer:
     ) -> Explanation:
         """Explain a batch. images (N, 3, H, W) float32 in [0, 1]; targets None means top-1.
 
-        ``options`` are the method's declared options (``METHODS[method].Options``; Opti-CAM:
+        ``options`` are the method's declared options (``REGISTRY[method].Options``; Opti-CAM:
         iterations, lr, loss, tol, patience, pipeline); an unknown name or a bad value raises
         InputError naming it, as does an option the backend would not honour.
         """
@@ -175,7 +162,7 @@ class Explainer:
         forward = runner.infer("forward", {"image": images})
         logits, features = forward["logits"], forward["features"]
         targets_arr = self.check_targets(targets, len(images), logits)
-        ctx = MethodContext(runner, images, targets_arr, logits, features, progress)
+        ctx = MethodContext(runner, images, targets_arr, logits, features, progress, device_binder(runner))
         out = implementation.run(ctx, parsed)
         check_finite_maps(out.maps, method, parsed.as_dict(), self.bundle.manifest.verification)
         rows = np.arange(len(images))

@@ -42,18 +42,18 @@ BACKENDS = ("auto", *RUNNERS)
 #: ``auto`` on a GPU machine. CUDA before TensorRT: the TensorRT provider lists itself whenever
 #: onnxruntime-gpu is installed, even without libnvinfer, and builds engines for minutes.
 GPU_ORDER = ("ort-cuda", "ort-trt")
-#: ``auto`` on a CPU machine, per method: the fastest backend first, from the side-by-side
-#: measurements in docs/perf-notes.md (EfficientNet-Lite0, 2 cores). OpenVINO runs the backward
-#: graphs faster (Opti-CAM's fused step, the gradient w.r.t. the features), ONNX Runtime the
-#: plain forward that Score-CAM, Ablation-CAM and Fake-CAM are made of.
-CPU_ORDER: dict[str | None, tuple[str, ...]] = {
-    "opti-cam": ("ov-cpu", "ort-cpu"),
-    "grad-cam": ("ov-cpu", "ort-cpu"),
-    "grad-cam++": ("ov-cpu", "ort-cpu"),
-    "xgrad-cam": ("ov-cpu", "ort-cpu"),
-    "layer-cam": ("ov-cpu", "ort-cpu"),
-    None: ("ort-cpu", "ov-cpu"),
-}
+#: ``auto`` on a CPU machine for plain predictions; a method's own order is its registration's
+#: ``cpu_order`` (measured side by side in docs/perf-notes.md).
+CPU_ORDER = ("ort-cpu", "ov-cpu")
+
+
+def cpu_order(method: str | None) -> tuple[str, ...]:
+    """The CPU backends ``auto`` tries for ``method``, fastest first."""
+    if method is None:
+        return CPU_ORDER
+    from opticam_rt.methods import method_record
+
+    return method_record(method).cpu_order
 
 
 def _load(ref: str) -> Any:
@@ -74,12 +74,12 @@ def available_backends() -> list[str]:
 
 def resolve_backend(backend: str, method: str | None = None) -> str:
     """``auto`` -> a GPU backend when one is usable, else the fastest CPU backend for ``method``
-    (see CPU_ORDER); any other name is checked against the registry."""
+    (see ``cpu_order``); any other name is checked against the registry."""
     if backend not in BACKENDS:
         raise BackendUnavailableError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend != "auto":
         return backend
-    for candidate in (*GPU_ORDER, *CPU_ORDER.get(method, CPU_ORDER[None])):
+    for candidate in (*GPU_ORDER, *cpu_order(method)):
         if is_available(candidate):
             return candidate
     raise BackendUnavailableError("no runtime backend is available: pip install onnxruntime (or openvino)")

@@ -10,7 +10,7 @@ import numpy as np
 
 from opticam_rt.bundle import Bundle
 from opticam_rt.errors import BackendUnavailableError
-from opticam_rt.runtime.method import MethodContext, MethodImplementation, MethodOutput
+from opticam_rt.methods.contract import MethodContext, MethodImplementation, MethodOutput
 from opticam_rt.runtime.runner import Runner
 
 
@@ -70,7 +70,7 @@ class TorchRunner(Runner):
     def _infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from opticam_rt.reference.methods import upsample_normalise
+        from opticam_rt.methods.torch_ops import upsample_normalise
 
         clf = self.classifier
         t = {k: torch.from_numpy(v) for k, v in feeds.items()}
@@ -105,13 +105,11 @@ class TorchRunner(Runner):
 
 
 def reference_method(runner: TorchRunner, method: str) -> MethodImplementation:
-    """The independent PyTorch reference of ``method`` (``opticam_rt.reference``), run on the
-    runner's rebuilt model; the backend registry hands it to the Explainer under ``torch``."""
-    from opticam_rt.reference import REFERENCE_METHODS
+    """The independent PyTorch reference of ``method`` (its registration's ``reference``), run on
+    the runner's rebuilt model; the backend registry hands it to the Explainer under ``torch``."""
+    from opticam_rt.methods import method_record
 
-    if method not in REFERENCE_METHODS:
-        raise BackendUnavailableError(f"backend 'torch' has no reference implementation of {method!r}")
-    return ReferenceMethod(REFERENCE_METHODS[method])
+    return ReferenceMethod(method_record(method).reference)
 
 
 class ReferenceMethod(MethodImplementation):

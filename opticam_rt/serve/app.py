@@ -28,7 +28,7 @@ from starlette.routing import Route
 from opticam_rt import __version__
 from opticam_rt.errors import InputError, OpticamError
 from opticam_rt.runtime.explainer import Explainer
-from opticam_rt.runtime.registry import METHODS
+from opticam_rt.methods import REGISTRY
 from opticam_rt.serve.batcher import Batcher, BatchResult, Job, padded_size
 from opticam_rt.serve.codec import encode_response, error_body, model_metadata, parse_infer_request
 from opticam_rt.serve.config import ServeConfig
@@ -112,7 +112,7 @@ class Service:
                 if not self._static(method):
                     self.explainer.predict(pixels[:1], self.explainer.runner_for(method))
                     continue
-                cheap = {"iterations": 1} if "iterations" in METHODS[method].Options.names() else {}
+                cheap = {"iterations": 1} if "iterations" in REGISTRY[method].Options.names() else {}
                 for n in sorted({padded_size(n, self.config.max_batch) for n in range(1, self.config.max_batch + 1)}):
                     self.explainer.explain(pixels[:n], method=method, **cheap)
             event("ready")

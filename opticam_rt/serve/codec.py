@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from opticam_rt.errors import InputError
-from opticam_rt.runtime.registry import METHODS
+from opticam_rt.methods import REGISTRY
 from opticam_rt.serve.errors import ServeError, bad_request, too_large
 from opticam_rt.serve.tensors import binary_size, check_header, decode_bytes, decode_numeric, encode_tensor
 
@@ -175,7 +175,7 @@ def _targets(entry: tuple[dict[str, Any], list[int], str, bytes | None], n: int,
 def parse_options(method: str, given: dict[str, Any]) -> dict[str, Any]:
     """Request parameters -> the method's options, checked by its declaration (as the CLI's flags
     are); a string is first read as the CLI reads a flag. 400 naming the option otherwise."""
-    infos = {info.name: info for info in METHODS[method].Options.infos()}
+    infos = {info.name: info for info in REGISTRY[method].Options.infos()}
     typed = {}
     for name, value in given.items():
         info = infos.get(name)
@@ -186,7 +186,7 @@ def parse_options(method: str, given: dict[str, Any]) -> dict[str, Any]:
                 raise bad_request(f"{method} option {name} must be {'an integer' if info.kind is int else 'a number'}, got {value!r}") from None
         typed[name] = value
     try:
-        return METHODS[method].Options.parse(typed, method).as_dict()
+        return REGISTRY[method].Options.parse(typed, method).as_dict()
     except InputError as exc:
         raise bad_request(str(exc)) from None
 
@@ -248,7 +248,7 @@ def model_metadata(method: str, input_size: tuple[int, int], backend: str, max_b
     options = {
         info.name: {"type": info.kind.__name__, "default": info.default, "help": info.spec.help,
                     **({"choices": list(info.spec.choices)} if info.spec.choices else {})}
-        for info in METHODS[method].Options.infos()
+        for info in REGISTRY[method].Options.infos()
     }
     return {
         "name": method,

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from opticam_rt.methods import REGISTRY
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cpp"
 #: Deterministic methods from C++ (OpenVINO, f32) against the Python graph engine (ONNX Runtime).
 MAP_ATOL = 1e-5
@@ -30,7 +32,7 @@ OPTI_CAM_HOST_CORR = 0.999
 #: runtimes against the reference (tests/runtime MAP_CORR_MIN); the Python graph engine itself
 #: reaches 0.9964 on chelsea (rounding amplified over 100 Adam steps), and C++ the same.
 OPTI_CAM_REFERENCE_CORR = 0.99
-METHODS = ("opti-cam", "grad-cam", "grad-cam++", "xgrad-cam", "layer-cam", "score-cam", "ablation-cam", "fake-cam")
+METHODS = tuple(REGISTRY)
 
 
 def _missing_tools() -> str | None:

@@ -1,6 +1,6 @@
 """The explainer graphs (one ONNX file per method) against the Explainer's host pipeline, on the tiny net.
 
-The host path (runtime/cams.py, runtime/opticam.py and the NumPy kernels) is the independent
+The host path (each method's host class in opticam_rt/methods and the NumPy kernels) is the independent
 computation: the graphs re-implement its arithmetic in ONNX ops, so every quantity is compared.
 """
 

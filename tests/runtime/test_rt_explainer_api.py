@@ -7,21 +7,20 @@ import pytest
 
 from opticam_rt.errors import BackendUnavailableError, InputError, OpticamError
 from opticam_rt.runtime import METHOD_NAMES, Explainer, resolve_backend
-from opticam_rt.runtime.cams import softmax
-from opticam_rt.runtime.registry import METHODS
+from opticam_rt.methods import REGISTRY
+from opticam_rt.methods.cam_family import softmax
 
 
 def test_registry_and_method_names_agree():
     """METHOD_NAMES is the registry's key list; every key is its class's name, lowercase with
-    hyphens; the auto-backend table names only registered methods and backends."""
+    hyphens; every method's auto order names only registered backends."""
     from opticam_rt.runtime.runners import CPU_ORDER, RUNNERS
 
-    assert METHOD_NAMES == tuple(METHODS)
-    for name, cls in METHODS.items():
-        assert cls.name == name and name == name.lower() and " " not in name and "_" not in name
-    for method, order in CPU_ORDER.items():
-        assert method is None or method in METHODS, method
-        assert order and set(order) <= set(RUNNERS), order
+    assert METHOD_NAMES == tuple(REGISTRY)
+    for name, record in REGISTRY.items():
+        assert record.host.name == name and name == name.lower() and " " not in name and "_" not in name
+        assert record.cpu_order and set(record.cpu_order) <= set(RUNNERS), record.cpu_order
+    assert CPU_ORDER and set(CPU_ORDER) <= set(RUNNERS)
 
 
 @pytest.mark.parametrize("method", METHOD_NAMES)
@@ -93,14 +92,14 @@ def test_predict_shapes(tiny_ort, tiny_images, tiny):
 
 
 def test_auto_backend_picks_the_measured_cpu_order_per_method(tiny_bundle, tiny_images):
-    """No GPU here: auto takes, per method, the first available backend of CPU_ORDER, and every
+    """No GPU here: auto takes, per method, the first available backend of its cpu_order, and every
     Explanation names the backend that computed it."""
-    from opticam_rt.runtime.runners import CPU_ORDER, is_available
+    from opticam_rt.runtime.runners import is_available
 
     with Explainer(tiny_bundle.path) as explainer:  # a directory works as well as a Bundle
         assert explainer.backend == "auto" and explainer.input_size == (32, 32)
         for method in ("opti-cam", "grad-cam", "score-cam"):
-            expected = next(b for b in CPU_ORDER.get(method, CPU_ORDER[None]) if is_available(b))
+            expected = next(b for b in REGISTRY[method].cpu_order if is_available(b))
             assert resolve_backend("auto", method) == expected
             out = explainer.explain(tiny_images[:1], method, **({"iterations": 1} if method == "opti-cam" else {}))
             assert out.backend == expected

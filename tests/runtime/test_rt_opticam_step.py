@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from opticam_rt.constants import NORM_EPS
 from opticam_rt.export import load_recipe
 from opticam_rt.kernels import opticam_forward
-from opticam_rt.runtime.cams import MethodContext
-from opticam_rt.runtime.opticam import Adam, OptiCAM
+from opticam_rt.methods.contract import MethodContext
+from opticam_rt.methods.opti_cam import Adam, OptiCAM
 
 
 def torch_objective(model, mean, std, images, features, u, targets, dtype):

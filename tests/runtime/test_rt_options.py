@@ -10,16 +10,15 @@ import click
 import pytest
 
 from opticam_rt.errors import InputError
-from opticam_rt.reference import REFERENCE_METHODS
-from opticam_rt.runtime.opticam import MAX_ITERATIONS, OptiCAMOptions
-from opticam_rt.runtime.options import MethodOptions, option
-from opticam_rt.runtime.registry import METHODS
+from opticam_rt.constants import MAX_ITERATIONS
+from opticam_rt.methods import REGISTRY
+from opticam_rt.methods.opti_cam import OptiCAMOptions
+from opticam_rt.methods.options import MethodOptions, option
 
 
 def test_every_method_has_a_reference_and_declared_options():
-    assert set(REFERENCE_METHODS) == set(METHODS)
-    for name, cls in METHODS.items():
-        assert cls.name == name
+    for name, cls in REGISTRY.items():
+        assert callable(cls.reference) and cls.host.name == name
         assert issubclass(cls.Options, MethodOptions)
         for info in cls.Options.infos():
             assert info.spec.help, f"{name}.{info.name} has no help text"
@@ -93,7 +92,7 @@ def test_conflicting_declarations_are_caught(monkeypatch):
     class Fake:
         Options = Clashing
 
-    monkeypatch.setitem(method_options.METHODS, "fake-method", Fake)
+    monkeypatch.setitem(method_options.REGISTRY, "fake-method", Fake)
     with pytest.raises(TypeError, match="option 'iterations'"):
         method_options.declared_options()
 
@@ -106,7 +105,7 @@ def test_cli_flags_are_generated_from_every_declaration(command):
     for word in command.split():
         cmd = cmd.get_command(click.Context(cmd), word)
     flags = {opt for p in cmd.params for opt in p.opts}
-    for cls in METHODS.values():
+    for cls in REGISTRY.values():
         for info in cls.Options.infos():
             assert f"--{info.name.replace('_', '-')}" in flags, (command, info.name)
 

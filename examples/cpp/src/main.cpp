@@ -48,28 +48,26 @@ void write_npy(const std::string& path, const float* data, const std::vector<std
     if (!out) throw std::runtime_error(path + ": write failed");
 }
 
-long long integer(const std::string& flag, const std::string& text) {
+// The whole of `text` parsed by `parse` (std::stoll or std::stof), else an error naming the flag.
+template <typename T, typename Parse>
+T parsed(const std::string& flag, const std::string& text, const char* kind, Parse parse) {
     std::size_t used = 0;
-    long long v = 0;
+    T v{};
     try {
-        v = std::stoll(text, &used);
+        v = parse(text, &used);
     } catch (const std::exception&) {
         used = 0;
     }
-    if (used != text.size() || text.empty()) throw std::runtime_error(flag + " expects an integer, got '" + text + "'");
+    if (used != text.size() || text.empty()) throw std::runtime_error(flag + " expects " + kind + ", got '" + text + "'");
     return v;
 }
 
+long long integer(const std::string& flag, const std::string& text) {
+    return parsed<long long>(flag, text, "an integer", [](const std::string& t, std::size_t* u) { return std::stoll(t, u); });
+}
+
 float real(const std::string& flag, const std::string& text) {
-    std::size_t used = 0;
-    float v = 0;
-    try {
-        v = std::stof(text, &used);
-    } catch (const std::exception&) {
-        used = 0;
-    }
-    if (used != text.size() || text.empty()) throw std::runtime_error(flag + " expects a number, got '" + text + "'");
-    return v;
+    return parsed<float>(flag, text, "a number", [](const std::string& t, std::size_t* u) { return std::stof(t, u); });
 }
 
 std::string number(double v) {

@@ -11,6 +11,7 @@ import numpy as np
 
 from opticam_rt.errors import InputError
 from opticam_rt.evaluation._checks import check_map
+from opticam_rt.evaluation.metric_names import PROTOCOLS
 from opticam_rt.evaluation.localisation.box_accuracy import DEFAULT_BOX_IOU_THRESHOLDS, box_accuracy, box_accuracy_grid
 from opticam_rt.evaluation.localisation.boxes import check_boxes
 from opticam_rt.evaluation.localisation.components import max_iou
@@ -43,8 +44,8 @@ def localisation_metrics(
     variants of the Opti-CAM paper's Table A.7: SP without tolerance (B.6), soft F1
     (B.3, B.4), continuous OM/LE (B.1, B.2), predicted box at the map's mean.
     """
-    if protocol not in ("standard", "opticam"):
-        raise InputError(f"protocol must be 'standard' or 'opticam', got {protocol!r}")
+    if protocol not in PROTOCOLS:
+        raise InputError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     s = check_map(saliency)
     gt = check_boxes(boxes, *s.shape)
     opticam = protocol == "opticam"

@@ -4,8 +4,9 @@ Each graph is assembled with the ``onnx`` helper API from the bundle's own graph
 grad_features, head, opticam_step): their nodes are copied in under a prefix and their
 initializers keep pointing at the bundle's ``weights.bin``, so no weight is written twice.
 The method arithmetic around them (targets, channel weights, bilinear upsampling as two
-MatMuls, min-max with ``NORM_EPS``, Adam) is plain default-domain ONNX that mirrors
-``opticam_rt/runtime/cams.py``, ``runtime/opticam.py`` and ``kernels/mask_numpy.py``.
+MatMuls, min-max with ``NORM_EPS``, Adam) is plain default-domain ONNX written by each method's
+registration (``Method.graph`` in ``opticam_rt.methods``), next to the host code it mirrors; this
+module assembles the graphs and describes them in the manifest.
 
 Contract of every graph (the manifest's ``explainers`` entry repeats it):
     inputs:  image (N, 3, H, W) float32 in [0, 1]; target (N,) int64, -1 = top-1 class
@@ -21,67 +22,53 @@ Contract of every graph (the manifest's ``explainers`` entry repeats it):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import onnx
 
 from opticam_rt.constants import NORM_EPS
 from opticam_rt.errors import ExportError
 from opticam_rt.manifest import METHOD_METADATA
-from opticam_rt.export.explainer_graphs.channel_loop import CHUNK_DEFAULTS, channel_weights
-from opticam_rt.export.explainer_graphs.common import COMMON_OUTPUTS, ExplainerGraph, Sizes
-from opticam_rt.export.explainer_graphs.fake_cam import fake_cam
-from opticam_rt.export.explainer_graphs.gradient_cams import GRADIENT_METHODS, gradient_cam
-from opticam_rt.export.explainer_graphs.opti_cam import ADAM, OPTI_DEFAULTS, opti_cam
+from opticam_rt.methods import REGISTRY, Method
+from opticam_rt.methods.graph.explainer_graph import COMMON_OUTPUTS, ExplainerGraph, Sizes
 
 if TYPE_CHECKING:
     from opticam_rt.bundle import Bundle
 
 __all__ = ["COMMON_OUTPUTS", "EXPLAINER_GRAPHS", "add_explainer_graphs", "build_explainer_graphs", "describe"]
 
-#: Method name -> graph name (file stem) of its explainer graph.
-EXPLAINER_GRAPHS: dict[str, str] = {
-    "opti-cam": "explain_opti_cam",
-    "grad-cam": "explain_grad_cam",
-    "grad-cam++": "explain_grad_cam_pp",
-    "xgrad-cam": "explain_xgrad_cam",
-    "layer-cam": "explain_layer_cam",
-    "score-cam": "explain_score_cam",
-    "ablation-cam": "explain_ablation_cam",
-    "fake-cam": "explain_fake_cam",
-}
+#: Method name -> graph name (file stem) of its explainer graph, for every method that has one.
+EXPLAINER_GRAPHS: dict[str, str] = {name: m.graph_file for name, m in REGISTRY.items() if m.graph is not None}
 
 
-def _saliency_builder(method: str) -> Callable[[ExplainerGraph], str]:
-    """Method -> the function that adds its saliency map (N, H, W) in [0, 1] to a prepared graph."""
-    if method == "opti-cam":
-        return opti_cam  # normalises its own map inside
-    if method == "fake-cam":
-        return fake_cam
-    if method in CHUNK_DEFAULTS:
-        return lambda graph: graph.normalise(channel_weights(graph, method))
-    if method in GRADIENT_METHODS:
-        return lambda graph: graph.normalise(gradient_cam(graph, method))
-    raise ExportError(f"no explainer graph for method {method!r}; methods: {', '.join(EXPLAINER_GRAPHS)}")
+def _record(method: str) -> Method:
+    if method not in EXPLAINER_GRAPHS:
+        raise ExportError(f"no explainer graph for method {method!r}; methods: {', '.join(EXPLAINER_GRAPHS)}")
+    return REGISTRY[method]
 
 
 def build_explainer_graph(method: str, bundle_graphs: dict[str, onnx.ModelProto], sizes: Sizes) -> onnx.ModelProto:
     """The explainer graph of ``method`` (a key of ``EXPLAINER_GRAPHS``)."""
-    build = _saliency_builder(method)
-    graph = ExplainerGraph(bundle_graphs, sizes)
+    record = _record(method)
+    graph = ExplainerGraph(bundle_graphs, sizes, record.graph_inputs())
     graph.prepare()
-    model = graph.finish(build(graph))
+    model = graph.finish(record.graph(graph))  # type: ignore[misc]
     onnx.helper.set_model_props(model, {METHOD_METADATA: method})  # checked at load (graph_check)
     return model
 
 
 def describe(method: str, file: str, sizes: Sizes) -> dict[str, Any]:
     """The manifest entry of one explainer graph: file, inputs, outputs, defaults, parameters."""
+    record = _record(method)
     h, w = sizes.input_size
     inputs: dict[str, Any] = {
         "image": {"dtype": "float32", "shape": ["N", 3, h, w], "doc": "pixels in [0, 1]"},
         "target": {"dtype": "int64", "shape": ["N"], "default": -1, "doc": "class to explain, -1 = top-1"},
     }
+    helps = {info.name: info.spec.help for info in record.Options.infos()}
+    for name, (default, dtype) in record.graph_inputs().items():
+        unset = "" if record.graph_options[name] is None else f" {default!r} = unset."
+        inputs[name] = {"dtype": str(dtype), "shape": [], "default": default, "doc": helps[name] + unset}
     outputs: dict[str, Any] = {
         "map": {"dtype": "float32", "shape": ["N", h, w]},
         "explained_target": {"dtype": "int64", "shape": ["N"], "doc": "the class explained"},
@@ -89,18 +76,8 @@ def describe(method: str, file: str, sizes: Sizes) -> dict[str, Any]:
         "masked_score": {"dtype": "float32", "shape": ["N"], "doc": "softmax probability of target on image * map"},
         "logits": {"dtype": "float32", "shape": ["N", sizes.num_classes]},
     }
-    parameters: dict[str, Any] = {}
-    if method == "opti-cam":
-        inputs["iterations"] = {"dtype": "int64", "shape": [], "default": OPTI_DEFAULTS["iterations"]}
-        inputs["lr"] = {"dtype": "float32", "shape": [], "default": OPTI_DEFAULTS["lr"]}
-        inputs["tol"] = {"dtype": "float32", "shape": [], "default": OPTI_DEFAULTS["tol"], "doc": "0 = run every step"}
-        inputs["patience"] = {"dtype": "int64", "shape": [], "default": OPTI_DEFAULTS["patience"]}
-        outputs["loss"] = {"dtype": "float32", "shape": ["iterations", "N"], "doc": "NaN after an image stopped"}
-        outputs["steps"] = {"dtype": "int64", "shape": ["N"]}
-        parameters = {"loss": "mask", "optimizer": "adam", **ADAM, "u_init": 0.0}
-    elif method in CHUNK_DEFAULTS:
-        inputs["chunk"] = {"dtype": "int64", "shape": [], "default": CHUNK_DEFAULTS[method], "doc": "channels per loop iteration"}
-    parameters["norm_eps"] = NORM_EPS
+    outputs.update({name: dict(spec) for name, spec in record.graph_outputs.items()})
+    parameters: dict[str, Any] = {**record.graph_parameters, "norm_eps": NORM_EPS}
     return {
         "file": file,
         "inputs": inputs,

@@ -1,4 +1,4 @@
-"""Opti-CAM (Zhang et al. 2023, arXiv 2301.07002) on a runner: per-image channel weights by Adam."""
+"""Opti-CAM's host implementation (Zhang et al. 2023, arXiv 2301.07002): per-image channel weights by Adam."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 from opticam_rt.constants import MAX_ITERATIONS
 from opticam_rt.kernels import opticam_adjoint, opticam_forward
 from opticam_rt.method_defaults import ADAM, OPTI_CAM
-from opticam_rt.runtime.method import CamMethod, MethodContext, MethodOutput
-from opticam_rt.runtime.options import MethodOptions, option
+from opticam_rt.methods.contract import CamMethod, MethodContext, MethodOutput
+from opticam_rt.methods.options import MethodOptions, option
 
 #: ``MAX_ITERATIONS``, the upper bound of ``iterations`` (opticam_rt.constants, shared with the
 #: explainer graph). The paper uses 100; 10,000 steps are about 4 minutes per image on two cores,
@@ -37,7 +37,7 @@ class Adam:
 
     Same update and defaults as ``torch.optim.Adam`` (betas 0.9/0.999, eps 1e-8, bias correction).
     The bias corrections use running products beta^t in float32 rather than a power, so the
-    explainer graph's Loop (export/explainer_graphs/opti_cam.py) can repeat them bit for bit: ONNX
+    explainer graph's Loop (``graph.py`` here) can repeat them bit for bit: ONNX
     Runtime's float Pow and NumPy's differ in the last bit for some t.
     """
 
@@ -120,7 +120,7 @@ class OptiCAM(CamMethod):
     def run(self, ctx: MethodContext, options: OptiCAMOptions) -> MethodOutput:
         n, k = ctx.features.shape[:2]
         state = OptiCAMState.start(n, k, options.lr)
-        if options.pipeline == "split" and ctx.runner.capabilities.device_buffers:
+        if options.pipeline == "split" and ctx.bind_on_device is not None:
             state.device = _device_buffers(ctx)
         original = ctx.logits[np.arange(n), ctx.targets]
         for step in range(options.iterations):
@@ -172,13 +172,12 @@ class OptiCAM(CamMethod):
 
 
 def _device_buffers(ctx: MethodContext) -> DeviceBuffers | None:
-    """Upload features, images and targets once, when CuPy sees a GPU; else None (host path)."""
-    from opticam_rt.runtime.device import DeviceBinding, cupy_or_none
-
-    cp = cupy_or_none()
-    if cp is None:
+    """Upload features, images and targets once, when the runner binds graphs on a GPU; else None
+    (host path)."""
+    binding = ctx.bind_on_device("grad_image") if ctx.bind_on_device else None
+    if binding is None:
         return None
-    binding = DeviceBinding(ctx.runner, "grad_image")
+    cp = binding.cp
     return DeviceBuffers(binding, cp.asarray(ctx.features), cp.asarray(ctx.images), cp.asarray(ctx.onehot()))
 
 

@@ -1,15 +1,25 @@
-"""The method contract: what a saliency method sees (MethodContext) and returns (MethodOutput)."""
+"""The method contract: what a saliency method sees (MethodContext) and returns (MethodOutput).
+
+A method sees its runner only through ``GraphRunner`` (run a bundle graph by name), so the
+methods room needs nothing from the runtime that drives it."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
-from opticam_rt.runtime.options import MethodOptions, NoOptions
-from opticam_rt.runtime.runner import Runner
+from opticam_rt.methods.options import MethodOptions, NoOptions
+
+
+class GraphRunner(Protocol):
+    """What a method needs of a backend: run one bundle graph (``runtime.runner.Runner`` is one)."""
+
+    name: str
+
+    def infer(self, graph: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
 @dataclass
@@ -17,12 +27,15 @@ class MethodContext:
     """What every method sees. images (N, 3, H, W) float32 in [0, 1]; targets (N,) int64;
     logits (N, C) and features (N, K, h, w) of the unmasked images, from ``runner``."""
 
-    runner: Runner
+    runner: GraphRunner
     images: np.ndarray
     targets: np.ndarray
     logits: np.ndarray
     features: np.ndarray
     progress: Callable[[int], None] | None = None
+    #: graph name -> a binding that runs it on CuPy device arrays (``runtime.device.DeviceBinding``),
+    #: or None where the runner keeps nothing on a device; set by the Explainer.
+    bind_on_device: Callable[[str], Any] | None = None
     _grad_features: np.ndarray | None = field(default=None, repr=False)
 
     def onehot(self, rows: np.ndarray | None = None) -> np.ndarray:

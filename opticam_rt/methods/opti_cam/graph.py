@@ -7,25 +7,23 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from opticam_rt.constants import LR_RANGE, MAX_ITERATIONS
-from opticam_rt.export.explainer_graphs.builder import Builder
-from opticam_rt.export.explainer_graphs.common import ExplainerGraph, graph_input
-from opticam_rt.method_defaults import ADAM, OPTI_CAM
-
-#: The graph inputs' defaults: the methods' own (tol 0 = every step runs, the host's unset tol).
-OPTI_DEFAULTS = {**OPTI_CAM, "tol": 0.0}
+from opticam_rt.method_defaults import ADAM
+from opticam_rt.methods.graph.builder import Builder
+from opticam_rt.methods.graph.explainer_graph import ExplainerGraph, graph_input
 
 
-def opti_cam(graph: ExplainerGraph) -> str:
-    """Opti-CAM as a Loop around the fused step (runtime/opticam.py: loss 'mask', Adam, early stop)."""
+def opti_cam_graph(graph: ExplainerGraph) -> str:
+    """Opti-CAM as a Loop around the fused step (``host.py``: loss 'mask', Adam, early stop)."""
     b = graph.b
     # A direct caller's values are clamped here, as the host options would refuse them: without
     # it lr=-1 ascended, lr=NaN gave a NaN map, patience<=0 was taken and 2**40 steps ran on.
-    iterations = clamp(b, graph.scalar_input("iterations", OPTI_DEFAULTS["iterations"], np.int64), 1, MAX_ITERATIONS)
-    lr_in = graph.scalar_input("lr", OPTI_DEFAULTS["lr"], np.float32)
-    lr = b.op("Where", [b.op("IsNaN", [lr_in]), b.const(np.float32(OPTI_DEFAULTS["lr"])), clamp(b, lr_in, *LR_RANGE)])
-    tol_in = graph.scalar_input("tol", OPTI_DEFAULTS["tol"], np.float32)
+    iterations = clamp(b, graph.option("iterations"), 1, MAX_ITERATIONS)
+    lr_in = graph.option("lr")
+    lr_default = np.float32(graph.option_inputs["lr"][0])
+    lr = b.op("Where", [b.op("IsNaN", [lr_in]), b.const(lr_default), clamp(b, lr_in, *LR_RANGE)])
+    tol_in = graph.option("tol")
     tol = b.op("Where", [b.op("IsNaN", [tol_in]), b.const(np.float32(0)), tol_in])  # NaN: no early stop
-    patience = clamp(b, graph.scalar_input("patience", OPTI_DEFAULTS["patience"], np.int64), 1, MAX_ITERATIONS)
+    patience = clamp(b, graph.option("patience"), 1, MAX_ITERATIONS)
     nk = b.op("Slice", [b.op("Shape", [graph.features]), b.const([0], np.int64), b.const([2], np.int64)])
     n = b.op("Slice", [nk, b.const([0], np.int64), b.const([1], np.int64)])
     zeros_nk = b.op("ConstantOfShape", [nk], value=numpy_helper.from_array(np.zeros(1, np.float32)))
@@ -65,7 +63,7 @@ def adam_body(graph: ExplainerGraph, lr: str, tol: str, patience: str) -> tuple[
     """The Loop body: one fused Opti-CAM step for every image, Adam on the active rows only.
 
     State: u, m, v (N, K); t, active, quiet, previous, beta1^t, beta2^t (N,). Scan output: the
-    loss (N,). The bias corrections use running products of the betas, as the host's Adam does:
+    loss (N,). The bias corrections use running products of the betas, as the host's Adam does (``host.Adam``):
     ONNX Runtime's float Pow differs from NumPy's in the last bit for some t (t = 4 for 0.9),
     which 100 steps amplified into maps that correlated only at r 0.92-0.97 with the host's.
     The step's weights are initializers of the body itself: ONNX Runtime does not constant-fold
@@ -82,7 +80,7 @@ def adam_body(graph: ExplainerGraph, lr: str, tol: str, patience: str) -> tuple[
     grad = b.op("Neg", [step["grad_u"]])
     beta1, beta2, eps = (np.float32(ADAM[k]) for k in ("beta1", "beta2", "eps"))
     f32 = lambda x: b.const(np.float32(x))  # noqa: E731
-    # Same operation order as the host's Adam (runtime/opticam.py), so the first steps agree to
+    # Same operation order as the host's Adam (``host.Adam``), so the first steps agree to
     # the last bit where the kernels do.
     act = b.unsqueeze(active, [1])
     t_next = b.op("Where", [active, b.op("Add", [t, f32(1)]), t])

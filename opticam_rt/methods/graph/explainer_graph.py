@@ -11,12 +11,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from opticam_rt.constants import NORM_EPS
-from opticam_rt.export.explainer_graphs.builder import Builder, Names
 from opticam_rt.kernels.bilinear import bilinear_matrix
+from opticam_rt.methods.graph.builder import Builder, Names
+from opticam_rt.methods.record import GRAPH_OUTPUTS as COMMON_OUTPUTS
 
-#: Outputs of every explainer graph. An ONNX graph cannot name an output like an input, so the
-#: class explained (the input ``target`` with -1 resolved) is ``explained_target``.
-COMMON_OUTPUTS = ("map", "explained_target", "score", "masked_score", "logits")
+#: The outputs of every explainer graph (``record.GRAPH_OUTPUTS``).
+__all__ = ["COMMON_OUTPUTS", "ExplainerGraph", "Sizes", "graph_input"]
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,12 @@ def graph_input(name: str, elem: int, shape: Sequence[Any]) -> onnx.ValueInfoPro
 class ExplainerGraph:
     """The shared plumbing of one explainer graph: inputs, forward, target, map, masked score."""
 
-    def __init__(self, bundle_graphs: dict[str, onnx.ModelProto], sizes: Sizes) -> None:
+    def __init__(
+        self, bundle_graphs: dict[str, onnx.ModelProto], sizes: Sizes, options: dict[str, tuple[Any, Any]] | None = None
+    ) -> None:
+        """options: the method's option inputs, name -> (default, dtype) (``Method.graph_inputs``)."""
         self.g = bundle_graphs
+        self.option_inputs = dict(options or {})
         self.s = sizes
         self.names = Names()
         self.b = Builder(self.names)
@@ -57,6 +61,13 @@ class ExplainerGraph:
         self.defaults[name] = value
         return name
 
+    def option(self, name: str) -> str:
+        """The scalar input of the method's option ``name``, its default the option's own."""
+        if name not in self.option_inputs:
+            raise KeyError(f"{name!r} is not among the graph's option inputs {sorted(self.option_inputs)}")
+        default, dtype = self.option_inputs[name]
+        return self.scalar_input(name, default, dtype)
+
     def prepare(self) -> None:
         """Forward pass, the explained class and its one-hot cotangent."""
         b, c = self.b, self.s.num_classes
@@ -74,6 +85,11 @@ class ExplainerGraph:
         self.score = b.pick(b.op("Softmax", [self.logits], axis=1), self.index)
         classes = b.const(np.arange(c)[None, :], np.int64, "classes")
         self.cotangent = b.op("Cast", [b.op("Equal", [b.unsqueeze(self.index, [1]), classes])], to=TensorProto.FLOAT)
+
+    def target_gradients(self) -> str:
+        """d logit_target / d A (N, K, h, w) by the bundle's grad_features graph (as ``MethodContext``)."""
+        feeds = {"image": "image", "cotangent": self.cotangent}
+        return self.b.inline(self.g["grad_features"], feeds)["grad_features"]
 
     def normalise(self, cam: str, builder: Builder | None = None) -> str:
         """cam (..., h, w) -> upsampled (bilinear, align_corners=False) and min-max normalised (..., H, W)."""
