@@ -30,7 +30,7 @@ from torch import nn
 from opticam_rt.evaluation.classification import classification_metrics
 from opticam_rt.evaluation.insertion_deletion import deletion, insertion
 from opticam_rt.evaluation.localisation.protocols import localisation_metrics
-from opticam_rt.reference.methods import reference_explain
+from opticam_rt.reference.explain import reference_explain
 from opticam_rt.reference.model import TorchClassifier
 from opticam_rt.training import interpretable_gradients_loss
 from opticam_rt.training.shapes import CLASSES, make_shapes
