@@ -26,6 +26,9 @@ from opticam_rt.runtime.runners import BACKENDS
               help="Localisation protocol: standard (pointing game 15 px, OM/LE at IoU 0.5) or the Opti-CAM paper's variants.")
 @click.option("--boxes", "boxes_csv", type=click.Path(exists=True, dir_okay=False), default=None,
               help="CSV path,label,x0,y0,x1,y1 of ground-truth boxes (original image pixels).")
+@click.option("--box-study", is_flag=True,
+              help="Also the Opti-CAM paper's box study (its Figure 4): AD/AG/AI of the box B and of I\\B as maps, "
+              "and of each method's S, B&S and S\\B; needs a box for every image.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--engine", type=click.Choice(ENGINES), default="host", show_default=True,
               help="host: the method's loop over the bundle graphs; graph: its self-contained explainer graph (ONNX Runtime).")
@@ -50,6 +53,7 @@ def evaluate(
     metrics: str | None,
     protocol: str,
     boxes_csv: str | None,
+    box_study: bool,
     backend: str,
     engine: str,
     model_spec: str | None,
@@ -117,8 +121,12 @@ def evaluate(
                     s.box_sources.extend(given.box_sources)
                     s.box_problems.extend(given.box_problems)
         metric_list = parse_metrics(metrics, any(s.boxes or s.box_problems for s in samples))
+        if box_study and not any(s.boxes or s.box_problems for s in samples):
+            raise InputError("--box-study needs ground-truth boxes: give --boxes (CSV path,label,x0,y0,x1,y1) "
+                             "or a DATA CSV with x0,y0,x1,y1 columns")
         store = RecordStore(records_path)
-        settings = EvaluationSettings(steps=steps, batch_size=batch_size, method_options=method_options, protocol=protocol)
+        settings = EvaluationSettings(steps=steps, batch_size=batch_size, method_options=method_options, protocol=protocol,
+                                      box_study=box_study)
         errors: list[str] = []
         # The line before the bar: a bar drawn first would share its line with this message.
         on = ", ".join(f"{m} on {explainer.runner_for(m).name}" for m in method_list)
@@ -152,6 +160,18 @@ def evaluate(
     summary = aggregate(records)
     columns = ["n_images", *[BY_NAME[m].column for m in metric_list]]
     text = format_report(summary, fmt, columns)  # type: ignore[arg-type]
+    if box_study:
+        from opticam_rt.evaluation.box_study import COLUMNS as BOX_COLUMNS, box_study_summary
+
+        study = box_study_summary(records, method_list)
+        study_text = format_report(study, fmt, ["n_images", *BOX_COLUMNS])  # type: ignore[arg-type]
+        if fmt == "json":
+            import json
+
+            text = json.dumps({"metrics": json.loads(text), "box_study": json.loads(study_text)}, indent=2) + "\n"
+        else:
+            heading = "" if fmt == "csv" else "Box study (Opti-CAM paper, Figure 4): B = the boxes, S = the method's map\n"
+            text = f"{text.rstrip()}\n\n{heading}{study_text}"
     click.echo(text)
     if out_file:
         write_file(out_file, lambda f: f.write((text + "\n").encode()), overwrite)

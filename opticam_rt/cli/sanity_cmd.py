@@ -139,16 +139,22 @@ def sanity() -> None:
 @click.option("--region", default="lower", show_default=True,
               help="Hidden region: lower, upper, left, right, or x0,y0,x1,y1 as fractions of width and height.")
 @click.option("--no-control", is_flag=True, help="Leave out the input-gradient control.")
+@click.option("--wall", "wall_kind", type=click.Choice(["input", "features"]), default="input", show_default=True,
+              help="input: the region's pixels are zeroed before the model; features: the walls paper's own wall, "
+              "the tap's cells in the region are zeroed for the layers after it (for a pooled dense head: the dense "
+              "layer's weights for those rows are zero), while the CAM methods still see them.")
 def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size: str | None, mean: str | None,
          std: str | None, methods: str, backend: str, batch_size: int, fmt: str,
          out_file: str | None, records_file: str | None, plot_file: str | None, html_file: str | None,
          overwrite: bool, region: str,
-         no_control: bool, **method_flags: Any) -> None:
+         no_control: bool, wall_kind: str, **method_flags: Any) -> None:
     """Hide a region from the model (zeroed before it runs) and measure each method's saliency there.
 
     Reports per method hidden_mass (share of saliency in the hidden region), hidden_peak (share
-    of images whose map peaks there) and hidden_area (the region's share of the image). The
-    control, input-gradient, is the walled model's own gradient: exactly 0 in the region.
+    of images whose map peaks there), hidden_l2 (the walls paper's measure: L2 norm of the map
+    in the region over the L2 norm of the whole map) and hidden_area (the region's share of the
+    image). The control, input-gradient, is the walled model's own gradient: exactly 0 in the
+    region with the input wall.
     """
     from tqdm import tqdm
 
@@ -158,7 +164,7 @@ def wall(images: tuple[str, ...], model_spec: str, layer: str | None, input_size
     sm, loaded, names, store, bad = _setup("wall", images, model_spec, layer, input_size, mean, std, methods,
                                            out_file, records_file, plot_file, overwrite, html_file)
     settings = WallSettings(methods=names, region=box, method_options=options_for(names, pop_method_options(method_flags)),
-                            batch_size=batch_size, backend=backend, control=not no_control)
+                            batch_size=batch_size, backend=backend, control=not no_control, wall=wall_kind)
     bar = tqdm(total=len(loaded) * (len(names) + (not no_control)), desc="wall", unit="img", file=sys.stderr)
     records = run_wall(sm, loaded, settings, store, log=lambda m: bar.write(m, file=sys.stderr), progress=bar.update)
     bar.close()

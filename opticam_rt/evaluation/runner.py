@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from opticam_rt.errors import InputError, OpticamError
+from opticam_rt.evaluation.box_study import box_study_scores
 from opticam_rt.evaluation.classification import classification_metrics_per_image
 from opticam_rt.evaluation.datasets import Sample
 from opticam_rt.evaluation.insertion_deletion import deletion, insertion
@@ -49,6 +50,8 @@ class EvaluationSettings:
     #: "standard" (pointing game with 15 px tolerance, ILSVRC OM/LE at IoU 0.5) or "opticam"
     #: (the Opti-CAM paper's Table A.7 variants); see ``localisation_metrics``.
     protocol: str = "standard"
+    #: Also score the box study (opticam_rt.evaluation.box_study): every image needs a box.
+    box_study: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -143,7 +146,10 @@ def evaluate_batch(
         if sample.sha256 is not None and digest != sample.sha256:
             errors.append((str(sample.path), f"{sample.path}: changed while the evaluation ran; run it again"))
             continue
-        problem = box_problem(sample, image.original_size, size) if any(m in LOCALISATION for m in metrics) else None
+        needs_boxes = settings.box_study or any(m in LOCALISATION for m in metrics)
+        problem = box_problem(sample, image.original_size, size) if needs_boxes else None
+        if problem is None and settings.box_study and not sample.boxes:
+            problem = f"{sample.path}: the box study needs a ground-truth box for every image; this one has none (--boxes)"
         if problem is not None:
             errors.append((str(sample.path), problem))
             continue
@@ -274,7 +280,15 @@ def run_key(explainer: Any, method: str, metrics: Sequence[str], settings: Evalu
     given = (settings.method_options or {}).get(method, {})
     options = method_class(method).Options.parse(given, method).as_dict()
     metric_settings = {"names": sorted(metrics), "steps": settings.steps, "protocol": settings.protocol}
+    if settings.box_study:  # only when on, so that the records of runs without it keep their key
+        metric_settings["box_study"] = True
     return produced_by(explainer.bundle.sha256, method, options, metric_settings, explainer.runner_for(method).name)
+
+
+def _scaled_boxes(sample: Sample, scale: tuple[float, float]) -> list[tuple[float, float, float, float]]:
+    """The sample's boxes, given in the original image's pixels, at the model's resolution."""
+    sx, sy = scale
+    return [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in sample.boxes]
 
 
 def _records(
@@ -300,6 +314,10 @@ def _records(
     if "sm" in metrics:
         sm = saliency_metric(images, result.maps, result.targets, predict, batch_size=settings.predict_batch_size)
     top1 = predict(images).argmax(axis=1)
+    study = None
+    if settings.box_study:
+        study = box_study_scores(images, result.maps, [_scaled_boxes(loaded[k][0], scales[k]) for k in keys],
+                                 result.targets, predict, settings.predict_batch_size)
     records = []
     for i, key in enumerate(keys):
         sample = loaded[key][0]
@@ -317,10 +335,10 @@ def _records(
         for mode, curve in curves.items():
             record[mode] = float(curve.aucs[i])
             record[f"{mode}_curve"] = [float(v) for v in curve.curves[i]]
+        if study is not None:
+            record["box_study"] = {k: float(v[i]) for k, v in study.items()}
         if sample.boxes and any(m in metrics for m in LOCALISATION):
-            # Boxes are given in the original image's pixels; the maps are at model resolution.
-            sx, sy = scales[key]
-            boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in sample.boxes]
+            boxes = _scaled_boxes(sample, scales[key])
             loc = localisation_metrics(
                 result.maps[i], boxes, correct_class=bool(top1[i] == result.targets[i]), protocol=settings.protocol,
                 box_thresholds=DEFAULT_BOX_THRESHOLDS if "maxboxacc" in metrics else None,

@@ -167,10 +167,10 @@ def test_cli_rejects_unknown_method_and_region(tmp_path) -> None:
 
 
 def test_reports_in_every_format() -> None:
-    wall = {"grad-cam": {"n_images": 2, "hidden_mass": 0.3, "hidden_peak": 0.5, "hidden_area": 0.5},
-            "input-gradient": {"n_images": 2, "hidden_mass": 0.0, "hidden_peak": 0.0, "hidden_area": 0.5}}
+    wall = {"grad-cam": {"n_images": 2, "hidden_mass": 0.3, "hidden_peak": 0.5, "hidden_l2": 0.4, "hidden_area": 0.5},
+            "input-gradient": {"n_images": 2, "hidden_mass": 0.0, "hidden_peak": 0.0, "hidden_l2": 0.0, "hidden_area": 0.5}}
     assert json.loads(format_wall(wall, "json")) == wall
-    assert format_wall(wall, "csv").splitlines()[0] == "method,n_images,hidden_mass,hidden_peak,hidden_area"
+    assert format_wall(wall, "csv").splitlines()[0] == "method,n_images,hidden_mass,hidden_peak,hidden_l2,hidden_area"
     assert "input-gradient" in format_wall(wall, "table")
     rand = {"grad-cam": {"n_images": 2, "steps": [{"step": 1, "randomised": "fc", "spearman": 0.5, "ssim": None}]}}
     assert json.loads(format_randomisation(rand, "json")) == rand

@@ -14,8 +14,11 @@ from opticam_rt.evaluation.sanity.records import SanityRecords
 from opticam_rt.evaluation.sanity.report import format_randomisation, format_wall, plot_randomisation, plot_wall
 from opticam_rt.evaluation.sanity.similarity import spearman, ssim
 from opticam_rt.evaluation.sanity.wall import (
+    WALLS,
+    FeatureWalledModel,
     WallSettings,
     WalledModel,
+    hidden_l2,
     hidden_mass,
     hidden_peak,
     parse_region,
@@ -27,6 +30,8 @@ from opticam_rt.evaluation.sanity.wall import (
 __all__ = [
     "CONTROL",
     "CascadeStep",
+    "FeatureWalledModel",
+    "WALLS",
     "RandomisationSettings",
     "SanityModel",
     "SanityRecords",
@@ -35,6 +40,7 @@ __all__ = [
     "cascade",
     "format_randomisation",
     "format_wall",
+    "hidden_l2",
     "hidden_mass",
     "hidden_peak",
     "parse_region",

@@ -14,11 +14,11 @@ from opticam_rt.plotting import figure
 __all__ = ["WALL_COLUMNS", "format_randomisation", "format_wall", "plot_randomisation", "plot_wall"]
 
 #: Columns of the wall report, in order.
-WALL_COLUMNS = ("n_images", "hidden_mass", "hidden_peak", "hidden_area")
+WALL_COLUMNS = ("n_images", "hidden_mass", "hidden_peak", "hidden_l2", "hidden_area")
 
 
 def format_wall(summary: Mapping[str, Mapping[str, float | None]], fmt: str) -> str:
-    """{method: {n_images, hidden_mass, hidden_peak, hidden_area}} as ``table``, ``json`` or ``csv``."""
+    """{method: {n_images, hidden_mass, hidden_peak, hidden_l2, hidden_area}} as ``table``, ``json`` or ``csv``."""
     from opticam_rt.evaluation.report import format_report
 
     return format_report(dict(summary), fmt, WALL_COLUMNS)  # type: ignore[arg-type]
