@@ -593,6 +593,15 @@ VARIANTS: dict[str, Family] = {
         FAMILIES["vgg-bn"], name="vgg11-bn",
         full=lambda: VGG([64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"], 4096, 7, 1000),
     ),  # fmt: skip
+    # LeViT-128S's widths (stem 16-32-64-128, stages 128/256/384 with 4/6/8 heads, depths 2/3/4,
+    # key dim 16); tapped at the last block's tokens (a 4 x 4 grid at 224, no class token).
+    "levit-128s": Family(
+        "levit-128s",
+        tiny=lambda: LeViT([8, 16], [16, 24], [2, 3], [1, 1], 8, 8, TINY_CLASSES),
+        full=lambda: LeViT([16, 32, 64, 128], [128, 256, 384], [4, 6, 8], [2, 3, 4], 16, 14, 1000),
+        tap="blocks",
+        token_tap=True,
+    ),
 }
 
 

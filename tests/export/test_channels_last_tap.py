@@ -103,29 +103,14 @@ def test_grad_cam_equals_a_pytorch_grad_cam_on_the_grid(swin_bundle, backend):
     np.testing.assert_allclose(result.maps, expected, atol=1e-4)
 
 
-def test_square_map_needs_channels_last_and_then_matches(tmp_path):
-    """norm is (N, 4, 4, 4): read channels-first by default (the wrong map), right with the flag."""
-    from opticam_rt.export import export_bundle
-    from opticam_rt.runtime import Explainer
-
-    images = _images(2, seed=4)
-    maps = {}
-    for flag in (None, True):
-        bundle, _ = export_bundle(square_channels_last(), tmp_path / str(flag), "norm", SIZE, MEAN, STD, verify=False,
-                                  explainers=False, channels_last=flag)  # fmt: skip
-        assert bundle.manifest.tap_layout == ("channels-last" if flag else "channels-first")
-        with Explainer(bundle, backend="ort-cpu", threads=1) as explainer:
-            result = explainer.explain(images, method="grad-cam")
-        maps[flag] = result.maps
-    expected, _ = _gradcam_channels_last(square_channels_last(), images, result.targets)
-    np.testing.assert_allclose(maps[True], expected, atol=1e-4)
-    assert np.abs(maps[None] - expected).max() > 0.1  # channels-first over a channels-last map is another map
-
-
 def test_layers_shows_the_layout_and_export_takes_the_flag(tmp_path, monkeypatch):
+    """norm is (N, 4, 4, 4) in square_channels_last: layers says channels-first is assumed; the
+    export with --channels-last gives the Grad-CAM of the channels-last map."""
     from click.testing import CliRunner
 
     from opticam_rt.cli import cli as main
+    from opticam_rt.export import build_graphs
+    from opticam_rt.runtime import Explainer
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
     runner = CliRunner()
@@ -137,9 +122,41 @@ def test_layers_shows_the_layout_and_export_takes_the_flag(tmp_path, monkeypatch
     text = runner.invoke(main, ["layers", "--model", "arch_zoo:square_channels_last", "--input-size", "32"]).stdout
     line = next(x for x in text.splitlines() if x.startswith("norm "))
     assert "channels-first" in line and "--channels-last if not" in line
+    _, default, _ = build_graphs(square_channels_last(), "norm", SIZE, MEAN, STD)
+    assert default.channels_last is False  # what an export without the flag would read
+
     out = tmp_path / "b"
     done = runner.invoke(main, ["export", "--model", "arch_zoo:square_channels_last", "--layer", "norm",
-                                "--input-size", "32", "--mean", "0.5", "--std", "0.25", "--channels-last",
-                                "--no-verify", "--no-explainers", "-o", str(out)])  # fmt: skip
+                                "--input-size", "32", "--mean", ",".join(map(str, MEAN)), "--std",
+                                ",".join(map(str, STD)), "--channels-last", "--no-verify", "--no-explainers",
+                                "-o", str(out)])  # fmt: skip
     assert done.exit_code == 0, done.output
     assert json.loads((out / "manifest.json").read_text())["tap_layout"] == "channels-last"
+    from opticam_rt.bundle import load_bundle
+
+    images = _images(2, seed=4)
+    with Explainer(load_bundle(out), backend="ort-cpu", threads=1) as explainer:
+        result = explainer.explain(images, method="grad-cam")
+    expected, _ = _gradcam_channels_last(square_channels_last(), images, result.targets)
+    np.testing.assert_allclose(result.maps, expected, atol=1e-4)
+    # the same map read channels-first (4 "channels" of 4 x 4) is another map
+    wrong, _ = _gradcam_channels_first_reading(square_channels_last(), images, result.targets)
+    assert np.abs(wrong - expected).max() > 0.1
+
+
+def _gradcam_channels_first_reading(model: torch.nn.Module, images: np.ndarray, targets: np.ndarray) -> tuple:
+    """Grad-CAM with norm's (N, H, W, C) output misread as (N, K=H, h=W, w=C)."""
+    net = model.double().eval()
+    x = torch.from_numpy(images).double()
+    x = (x - torch.tensor(MEAN, dtype=torch.float64).reshape(1, 3, 1, 1)) / torch.tensor(STD, dtype=torch.float64).reshape(1, 3, 1, 1)
+    seen: list[torch.Tensor] = []
+    handle = net.norm.register_forward_hook(lambda m, a, out: seen.append(out))
+    try:
+        logits = net(x)
+    finally:
+        handle.remove()
+    (grads,) = torch.autograd.grad(logits[torch.arange(len(targets)), torch.from_numpy(targets)].sum(), seen[0])
+    cam = torch.relu((grads.mean(dim=(2, 3), keepdim=True) * seen[0]).sum(dim=1))
+    up = F.interpolate(cam[:, None], size=SIZE, mode="bilinear", align_corners=False)[:, 0]
+    lo, hi = up.amin(dim=(1, 2), keepdim=True), up.amax(dim=(1, 2), keepdim=True)
+    return ((up - lo) / (hi - lo + NORM_EPS)).detach().numpy(), cam.detach().numpy()

@@ -236,3 +236,46 @@ def test_pytorch_float32_floor_sees_a_gradient_that_jumps_within_one_ulp(tmp_pat
     assert max(check.norm_floors["random-b1"], check.norm_floors["random-b3"]) < 1e-5  # no kink there
     assert check.norm_errors["real-b1"] < 1e-5  # ONNX Runtime computes the kink as float64 does
     assert check.limit == NORM_CAP and check.passed
+
+
+class _HardswishKinkNet(torch.nn.Module):
+    """hardswish(s (x - at) + 3) + hardswish(s (x - at) - 3): where x == at both of hardswish's
+    kinks (+3 and -3, where its derivative jumps by 0.5) are hit exactly; s = 1e4 so that one
+    float32 ulp of x moves the argument past float32's spacing at 3. Then a conv tap and a head."""
+
+    def __init__(self, at: torch.Tensor) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.register_buffer("at", at)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 3)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = (x - self.at) * 1e4
+        h = torch.nn.functional.hardswish(d + 3) + torch.nn.functional.hardswish(d - 3)
+        return self.fc(self.conv(h).mean((2, 3)))
+
+
+def test_hardswish_at_its_kinks_float64_graph_equals_float64_autograd(tmp_path):
+    """At inputs on both kinks the float64 graph takes float64's branch (error ~1e-16) although
+    one ulp away the gradient jumps (the floor), and a wrong rule there still fails."""
+    from opticam_rt.export import export_bundle
+
+    photos = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(6))
+    model = _HardswishKinkNet(photos[0]).eval()
+    bundle, _ = export_bundle(model, tmp_path / "kink", tap="conv", input_size=(12, 12), mean=(0.0,) * 3,
+                              std=(1.0,) * 3, verify=False, explainers=False)  # fmt: skip
+    graphs, _, _ = build_graphs(model, "conv", (12, 12), (0.0,) * 3, (1.0,) * 3)
+    check = verify_bundle(bundle, graphs, real_images=photos.numpy(), names=["grad_image"], float64=True).graphs["grad_image"]
+    assert check.norm_floors["real-b1"] > 0.05, check.norm_floors  # one ulp away: the jumps
+    assert max(check.float64_errors.values()) < 1e-10, check.float64_errors
+    assert check.passed
+    assert check.limit == NORM_CAP  # the jumps raise the float32 limit to the cap ...
+    copy = mutated_copy(bundle, "grad_image", "transposed-kernel", "grad_image", tmp_path / "mutated")
+    wrong = verify_bundle(load_bundle(copy), graphs, real_images=photos.numpy(), names=["grad_image"], float64=True)
+    # ... which a wrong rule still exceeds, in float32 and in float64
+    assert wrong.graphs["grad_image"].norm_error > NORM_CAP and wrong.graphs["grad_image"].float64_error > NORM_CAP
+    assert not wrong.graphs["grad_image"].passed
