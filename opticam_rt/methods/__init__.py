@@ -12,6 +12,7 @@ from __future__ import annotations
 from opticam_rt.errors import InputError
 from opticam_rt.methods import (
     ablation_cam,
+    extremal_perturbation,
     fake_cam,
     grad_cam,
     grad_cam_pp,
@@ -27,7 +28,8 @@ from opticam_rt.methods.record import Method
 __all__ = ["Method", "REGISTRY", "method_record"]
 
 #: Registration order is the CLI's order of choices.
-_MODULES = (opti_cam, grad_cam, grad_cam_pp, xgrad_cam, layer_cam, hires_cam, score_cam, ablation_cam, fake_cam)
+_MODULES = (opti_cam, grad_cam, grad_cam_pp, xgrad_cam, layer_cam, hires_cam, score_cam, ablation_cam, fake_cam,
+            extremal_perturbation)
 
 REGISTRY: dict[str, Method] = {module.METHOD.name: module.METHOD for module in _MODULES}
 #: Conceptor-CAM wrappers registered by name (``conceptor_method`` wraps any of them).
