@@ -27,7 +27,8 @@ def test_registry_and_method_names_agree():
 @pytest.mark.parametrize("backend", ("ort", "torch"))
 def test_explanation_fields(method, backend, tiny_ort, tiny_torch, tiny_images, tiny, check):
     explainer = tiny_ort if backend == "ort" else tiny_torch
-    options = {"iterations": 4} if method == "opti-cam" else {}
+    optimising = method.endswith("opti-cam")  # Opti-CAM and the Conceptor-CAM wrapper over it
+    options = {"iterations": 4} if optimising else {"extremal-perturbation": {"steps": 4}}.get(method, {})
     out = explainer.explain(tiny_images, method=method, **options)
     n = len(tiny_images)
     assert out.method == method and out.backend == ("ort-cpu" if backend == "ort" else "torch")
@@ -41,7 +42,9 @@ def test_explanation_fields(method, backend, tiny_ort, tiny_torch, tiny_images, 
     np.testing.assert_allclose(out.masked_scores, masked, rtol=1e-4, atol=1e-6)
     assert out.class_names == [f"class-{t}" for t in out.targets]
     assert out.seconds > 0
-    if method == "opti-cam":
+    if method == "extremal-perturbation":
+        assert out.trace.shape == (n, 4) and np.isfinite(out.trace).all()
+    elif optimising:
         assert out.trace.shape == (n, 4) and np.isfinite(out.trace).all()
         np.testing.assert_array_equal(out.iterations, [4] * n)
         rec = out.record(0)
