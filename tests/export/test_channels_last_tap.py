@@ -160,3 +160,18 @@ def _gradcam_channels_first_reading(model: torch.nn.Module, images: np.ndarray, 
     up = F.interpolate(cam[:, None], size=SIZE, mode="bilinear", align_corners=False)[:, 0]
     lo, hi = up.amin(dim=(1, 2), keepdim=True), up.amax(dim=(1, 2), keepdim=True)
     return ((up - lo) / (hi - lo + NORM_EPS)).detach().numpy(), cam.detach().numpy()
+
+
+def test_swin_t_widths_norm_is_768_channels_on_7_by_7():
+    """Swin-T's widths at 224: ``norm`` outputs (1, 7, 7, 768); resolved as 768 channels on 7 x 7."""
+    from arch_zoo import swin_t_widths
+
+    from opticam_rt.export.tap import TapSpec, auto_tap, resolve_tap
+
+    model = swin_t_widths()
+    example = torch.zeros(1, 3, 224, 224)
+    spec, token = auto_tap(model, example)
+    assert str(spec) == "norm" and not token
+    resolved, shape = resolve_tap(model, spec, example)
+    assert resolved.channels_last is True and shape == (1, 768, 7, 7)
+    assert resolve_tap(model, TapSpec("norm", channels_last=False), example)[1] == (1, 7, 7, 768)  # the flag wins
