@@ -62,6 +62,9 @@ class Manifest:
     #: For a transformer tap: {"prefix", "height", "width"}, the class/register tokens dropped
     #: and the patch grid the tokens were laid out on; None for a 4-D feature map.
     tap_tokens: dict[str, int] | None = None
+    #: "channels-last" when the tap's 4-D output is (N, h, w, K) (Swin's ``norm``), permuted to
+    #: the (N, K, h, w) features inside the graphs; "channels-first" otherwise.
+    tap_layout: str = "channels-first"
     class_names: list[str] | None = None
     #: How to rebuild the PyTorch model for the ``torch`` reference backend: a built-in name or
     #: ``pkg.module:factory``; None when the model came from Python code with no such spec.

@@ -109,6 +109,8 @@ FIELDS: dict[str, tuple[bool, Check]] = {
     "tap_layer": (True, _string),
     "tap_shape": (True, _ints(3, 1, 1 << 20)),
     "tap_tokens": (False, _optional(_tokens)),
+    "tap_layout": (False, lambda v: None if v in ("channels-first", "channels-last")
+                   else f"must be 'channels-first' or 'channels-last', got {v!r:.40}"),
     "num_classes": (True, _int_in(1, 1 << 24)),
     "opset": (True, _int_in(MIN_OPSET, 1000)),
     "class_names": (False, _optional(lambda v: None if isinstance(v, list) and all(isinstance(n, str) for n in v)

@@ -510,7 +510,7 @@ def calibrated(build: Callable[[], nn.Module], size: tuple[int, int], seed: int 
             if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
                 m.weight.add_(torch.randn_like(m.weight) * 0.3)
                 m.bias.add_(torch.randn_like(m.bias) * 0.3)
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the passes
@@ -593,6 +593,15 @@ VARIANTS: dict[str, Family] = {
         FAMILIES["vgg-bn"], name="vgg11-bn",
         full=lambda: VGG([64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"], 4096, 7, 1000),
     ),  # fmt: skip
+    # LeViT-128S's widths (stem 16-32-64-128, stages 128/256/384 with 4/6/8 heads, depths 2/3/4,
+    # key dim 16); tapped at the last block's tokens (a 4 x 4 grid at 224, no class token).
+    "levit-128s": Family(
+        "levit-128s",
+        tiny=lambda: LeViT([8, 16], [16, 24], [2, 3], [1, 1], 8, 8, TINY_CLASSES),
+        full=lambda: LeViT([16, 32, 64, 128], [128, 256, 384], [4, 6, 8], [2, 3, 4], 16, 14, 1000),
+        tap="blocks",
+        token_tap=True,
+    ),
 }
 
 
@@ -604,3 +613,174 @@ def tiny_vit() -> nn.Module:
 def tiny_resnet() -> nn.Module:
     """The tiny ResNet (64 x 64, tap ``layer4``) as a ``pkg.module:factory``."""
     return calibrated(FAMILIES["resnet"].tiny, FAMILIES["resnet"].tiny_size)
+
+
+# --- channels-last (Swin-style) -----------------------------------------------------------------
+
+
+class ChannelsLastBlock(nn.Module):
+    """x + MLP(LayerNorm(x)) on a (N, H, W, C) map: Swin's and MetaFormers' channel MLP."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(2 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+class PatchMerging(nn.Module):
+    """Swin's 2 x 2 patch merging on (N, H, W, C): concatenate the four, LayerNorm, Linear 4C -> 2C."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, h, w, c = x.shape
+        x = x.reshape(n, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.reduction(self.norm(x))
+
+
+class TinySwin(nn.Module):
+    """Patch embedding (a strided conv, then permuted to (N, H, W, C)), channel MLP blocks and a
+    patch merging, all channels-last; ``norm`` is the last LayerNorm, whose (N, h, w, C) output
+    the head averages over h and w, as in Swin-T."""
+
+    def __init__(self, dim: int = 8, patch: int = 4, num_classes: int = TINY_CLASSES) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+        self.stage1 = ChannelsLastBlock(dim)
+        self.merge = PatchMerging(dim)
+        self.stage2 = ChannelsLastBlock(2 * dim)
+        self.norm = nn.LayerNorm(2 * dim)
+        self.head = nn.Linear(2 * dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).permute(0, 2, 3, 1)
+        x = self.norm(self.stage2(self.merge(self.stage1(x))))
+        return self.head(x.mean(dim=(1, 2)))
+
+
+def tiny_swin() -> nn.Module:
+    """TinySwin (32 x 32 input: a 4 x 4 grid of 16 channels at ``norm``) as a ``pkg.module:factory``."""
+    return calibrated(TinySwin, (32, 32))
+
+
+def square_channels_last() -> nn.Module:
+    """TinySwin whose ``norm`` output is (N, 4, 4, 4): the shapes cannot tell the layout."""
+    return calibrated(lambda: TinySwin(dim=2, patch=4), (32, 32))
+
+
+# --- LeViT-style --------------------------------------------------------------------------------
+
+
+class LinearNorm(nn.Module):
+    """Linear without bias, then BatchNorm1d over the flattened (N * T, C) tokens (LeViT)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(cin, cout, bias=False)
+        self.bn = nn.BatchNorm1d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.linear(x)
+        return self.bn(x.flatten(0, 1)).reshape_as(x)
+
+
+def _bias_index(resolution: int, stride: int = 1) -> tuple[int, torch.Tensor]:
+    """(offset count, (T_q, T_k) index): each query/key pair's |dy|, |dx| offset, numbered by
+    first appearance, as LeViT builds its attention bias table; queries on a ``stride`` grid."""
+    keys = [(i, j) for i in range(resolution) for j in range(resolution)]
+    queries = [(i, j) for i in range(0, resolution, stride) for j in range(0, resolution, stride)]
+    offsets: dict[tuple[int, int], int] = {}
+    index = [[offsets.setdefault((abs(qi - ki), abs(qj - kj)), len(offsets)) for ki, kj in keys] for qi, qj in queries]
+    return len(offsets), torch.tensor(index, dtype=torch.long)
+
+
+class LeViTAttention(nn.Module):
+    """Multi-head attention with a learned bias per head and per query-key offset, looked up
+    from a table (``attention_biases[:, attention_bias_idxs]``); ``stride`` 2 subsamples the
+    queries (LeViT's AttentionSubsample: the output has a quarter of the tokens)."""
+
+    def __init__(self, dim: int, out: int, key_dim: int, heads: int, ratio: int, resolution: int, stride: int = 1) -> None:
+        super().__init__()
+        self.heads, self.key_dim, self.d, self.stride, self.resolution = heads, key_dim, ratio * key_dim, stride, resolution
+        self.scale = key_dim**-0.5
+        if stride == 1:
+            self.qkv = LinearNorm(dim, heads * (2 * key_dim + self.d))
+        else:
+            self.kv = LinearNorm(dim, heads * (key_dim + self.d))
+            self.q = LinearNorm(dim, heads * key_dim)
+        self.proj = nn.Sequential(nn.Hardswish(), LinearNorm(heads * self.d, out))
+        count, index = _bias_index(resolution, stride)
+        self.attention_biases = nn.Parameter(0.5 * torch.randn(heads, count))  # trained tables are not zero
+        self.register_buffer("attention_bias_idxs", index, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, _ = x.shape
+        if self.stride == 1:
+            q, k, v = self.qkv(x).view(n, t, self.heads, -1).split([self.key_dim, self.key_dim, self.d], dim=3)
+        else:
+            k, v = self.kv(x).view(n, t, self.heads, -1).split([self.key_dim, self.d], dim=3)
+            r = self.resolution
+            sub = x.view(n, r, r, -1)[:, :: self.stride, :: self.stride].reshape(n, -1, x.shape[2])
+            q = self.q(sub).view(n, sub.shape[1], self.heads, self.key_dim)
+        q, k, v = q.permute(0, 2, 1, 3), k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)
+        attn = q @ k.transpose(-2, -1) * self.scale + self.attention_biases[:, self.attention_bias_idxs]
+        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(n, q.shape[2], self.heads * self.d)
+        return self.proj(x)
+
+
+class LeViTResidual(nn.Module):
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.m = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.m(x)
+
+
+def _levit_mlp(dim: int, hidden: int) -> nn.Module:
+    return LeViTResidual(nn.Sequential(LinearNorm(dim, hidden), nn.Hardswish(), LinearNorm(hidden, dim)))
+
+
+class LeViT(nn.Module):
+    """LeViT's layout: a conv + BatchNorm + hardswish stem (stride 16 at full size), tokens,
+    attention blocks with bias tables and LinearNorm MLPs, a subsampling attention between
+    stages, mean over tokens and a BatchNorm1d + Linear head (two of them, averaged, as LeViT's
+    distillation head in eval)."""
+
+    def __init__(self, stem: list[int], dims: list[int], heads: list[int], depths: list[int], key_dim: int,
+                 resolution: int, num_classes: int) -> None:  # fmt: skip
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for i, c in enumerate(stem):
+            layers += [nn.Conv2d(cin, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c)]
+            if i < len(stem) - 1:
+                layers.append(nn.Hardswish())
+            cin = c
+        self.patch_embed = nn.Sequential(*layers)
+        blocks: list[nn.Module] = []
+        r = resolution
+        for i, (dim, h, depth) in enumerate(zip(dims, heads, depths)):
+            if i > 0:
+                blocks.append(LeViTAttention(dims[i - 1], dim, key_dim, dims[i - 1] // key_dim, 4, r, stride=2))
+                r = (r - 1) // 2 + 1
+                blocks.append(_levit_mlp(dim, 2 * dim))
+            for _ in range(depth):
+                blocks.append(LeViTResidual(LeViTAttention(dim, dim, key_dim, h, 2, r)))
+                blocks.append(_levit_mlp(dim, 2 * dim))
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.BatchNorm1d(dims[-1]), nn.Linear(dims[-1], num_classes))
+        self.head_dist = nn.Sequential(nn.BatchNorm1d(dims[-1]), nn.Linear(dims[-1], num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = self.blocks(x).mean(1)
+        return (self.head(x) + self.head_dist(x)) / 2

@@ -48,6 +48,14 @@ def _size(text: str | None) -> tuple[int, int] | None:
     help="The tap outputs transformer tokens (N, T, D): drop the class/register tokens and lay the patch "
     "tokens out on the patch grid (N, D, h, w). Such a bundle has no head graph (no ablation-cam).",
 )
+@click.option(
+    "--channels-last/--channels-first",
+    "channels_last",
+    default=None,
+    help="The tap's 4-D output is (N, H, W, C) (Swin's norm, channels-last stages) or (N, C, H, W). "
+    "Default: as the shapes tell (a last dimension equal to the layer's or the classifier's channel count; "
+    "`opticam-rt layers` shows it), else channels-first.",
+)
 @click.option("--mean", default=None, help="Per-channel mean on pixels in [0, 1], e.g. '0.485,0.456,0.406'.")
 @click.option("--std", default=None, help="Per-channel std on pixels in [0, 1], e.g. '0.229,0.224,0.225'.")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Bundle directory.")
@@ -61,6 +69,7 @@ def export(
     layer: str | None,
     input_size: str | None,
     token_reshape: bool,
+    channels_last: bool | None,
     mean: str | None,
     std: str | None,
     out_dir: str,
@@ -98,6 +107,7 @@ def export(
         log=log,
         explainers=not no_explainers,
         token_reshape=token_reshape,
+        channels_last=channels_last,
     )
     if fmt == "json":
         click.echo(json.dumps({"bundle": str(Path(out_dir)), "verification": report.to_dict() if report else None}))
@@ -110,15 +120,22 @@ def export(
                           "as failed: loading it warns)")
 
 
+def _features(shape: tuple[int, ...], layout) -> tuple[int, int, int]:
+    """The (C, H, W) feature map a 4-D output becomes under ``layout``."""
+    return (shape[3], shape[1], shape[2]) if layout.channels_last else (shape[1], shape[2], shape[3])
+
+
 @click.command()
 @click.option("--model", "model_spec", required=True, help="Built-in name or pkg.module:factory.")
 @click.option("--input-size", default=None, help="224 or HxW such as 224x320 (default: the model's own or 224).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def layers(model_spec: str, input_size: str | None, fmt: str) -> None:
-    """List candidate tap layers (modules with a 4-D output), and token layers with the grid they reshape to."""
+    """List candidate tap layers (modules with a 4-D output, with the layout assumed), and token layers with the
+    grid they reshape to."""
     import torch
 
-    from opticam_rt.export import auto_tap, candidate_layers, load_recipe, prepare_model, token_layers
+    from opticam_rt.export import auto_tap, load_recipe, prepare_model, token_layers
+    from opticam_rt.export.tap import map_layers
 
     from opticam_rt.bundle import check_input_size
 
@@ -126,14 +143,18 @@ def layers(model_spec: str, input_size: str | None, fmt: str) -> None:
     size = check_input_size(_size(input_size) or recipe.input_size or (224, 224))
     model = prepare_model(recipe.build())
     example = torch.zeros(1, 3, *size)
-    maps = candidate_layers(model, example)
+    maps = map_layers(model, example)
     tokens = token_layers(model, example)
     try:
         auto = str(auto_tap(model, example)[0])
     except ExportError:
         auto = None
     if fmt == "json":
-        rows: list[dict] = [{"layer": n, "shape": list(s[1:])} for n, s in maps]
+        rows: list[dict] = [
+            {"layer": n, "shape": list(s[1:]), "layout": lay.name, "layout_from": lay.reason,
+             "features": list(_features(s, lay))}
+            for n, s, lay in maps
+        ]  # fmt: skip
         rows += [
             {"layer": n, "shape": list(s[1:]), "tokens": {"prefix": g.prefix, "grid": [s[2], g.height, g.width]}}
             for n, s, g in tokens
@@ -148,8 +169,9 @@ def layers(model_spec: str, input_size: str | None, fmt: str) -> None:
     def mark(name: str) -> str:
         return "  (default tap)" if recipe.tap == name else "  (--layer auto)" if auto == name else ""
 
-    for name, shape in maps:
-        click.echo(f"{name:<{width}}  {tuple(shape[1:])}{mark(name)}")
+    for name, shape, lay in maps:
+        shown = f"{tuple(shape[1:])} -> (C, H, W) {_features(shape, lay)}" if lay.channels_last else f"{tuple(shape[1:])}"
+        click.echo(f"{name:<{width}}  {shown} {lay.name} ({lay.reason}){mark(name)}")
     for name, shape, grid in tokens:
         click.echo(
             f"{name:<{width}}  tokens {tuple(shape[1:])} -> ({shape[2]}, {grid.height}, {grid.width}) "

@@ -44,17 +44,29 @@ def _methods(ctx: click.Context, param: click.Parameter, value: str) -> tuple[st
               help="Largest encoded image, in decoded pixels (413 above).")
 @click.option("--no-warmup", is_flag=True, help="Report ready at once instead of computing each model first.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@click.option("--ray", "on_ray", is_flag=True,
+              help="Serve as a Ray Serve deployment (replicas of this server behind Ray's HTTP proxy); needs opticam-rt[ray-serve].")
+@click.option("--ray-address", default=None, help="With --ray: the Ray cluster to join [default: start a local one].")
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="With --ray: a fixed replica count.")
+@click.option("--autoscale", default=None, metavar="MIN:MAX",
+              help="With --ray: let Ray Serve scale between MIN and MAX replicas (instead of --replicas).")
+@click.option("--target-ongoing", type=click.FloatRange(min=0, min_open=True), default=8.0, show_default=True,
+              help="With --autoscale: requests in flight per replica that Ray Serve scales to.")
+@click.option("--replica-cpus", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="With --ray: CPUs reserved per replica.")
 def serve(
     bundle_dir: str, host: str, port: int, methods: tuple[str, ...], backend: str, threads: int | None, max_batch: int,
     max_wait_ms: float, workers: int, max_queue: int, request_timeout_s: float, max_body_mb: float, max_images: int,
-    max_image_pixels: int, no_warmup: bool, log_level: str,
+    max_image_pixels: int, no_warmup: bool, log_level: str, on_ray: bool, ray_address: str | None, replicas: int,
+    autoscale: str | None, target_ongoing: float, replica_cpus: float,
 ) -> None:
     """Serve saliency maps over the Open Inference Protocol (KServe v2 / Triton REST).
 
     Each method is a model: POST /v2/models/grad-cam/infer with an FP32 `image` [N, 3, H, W] in
     [0, 1] or BYTES encoded image files; method options as request parameters. Health at
     /v2/health/live and /v2/health/ready, Prometheus metrics at /metrics, JSON logs on stderr.
-    SIGTERM finishes the requests in flight and exits 0. See docs/serving.md.
+    SIGTERM finishes the requests in flight and exits 0. With --ray, the same app runs as Ray
+    Serve replicas (--replicas N or --autoscale MIN:MAX). See docs/serving.md.
     """
     try:
         import opticam_rt.serve.app  # noqa: F401 - Starlette, uvicorn, prometheus_client present
@@ -70,4 +82,12 @@ def serve(
         warmup=not no_warmup,
     )
     configure(log_level)
-    sys.exit(run(config, host=host, port=port, log_level=log_level))
+    if not on_ray:
+        if ray_address or autoscale or replicas != 1:
+            raise OpticamError("--ray-address, --replicas and --autoscale need --ray")
+        sys.exit(run(config, host=host, port=port, log_level=log_level))
+    from opticam_rt.serve.ray_deployment import RayScaling, parse_autoscale, serve_on_ray
+
+    scaling = RayScaling(replicas=replicas, autoscale=parse_autoscale(autoscale), target_ongoing_requests=target_ongoing,
+                         cpus=replica_cpus)
+    sys.exit(serve_on_ray(config, scaling, host=host, port=port, address=ray_address))

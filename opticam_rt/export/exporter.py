@@ -55,13 +55,15 @@ def build_graphs(
     mean: Sequence[float],
     std: Sequence[float],
     token_reshape: bool = False,
+    channels_last: bool | None = None,
 ) -> tuple[ExplainerGraphs, TapSpec, tuple[int, ...]]:
     """Resolve the tap and wrap the model into the functions the bundle graphs compute.
 
     ``tap``: a module path (``name@i`` for a call of a shared module) or ``"auto"``
     (``tap.auto_tap``: the last feature map, or a transformer's last block, which sets
     ``token_reshape``). ``token_reshape``: the tap outputs transformer tokens (N, T, D), laid
-    out on the patch grid.
+    out on the patch grid. ``channels_last``: the tap's 4-D output is (N, h, w, K) (True) or
+    (N, K, h, w) (False); None: as the shapes tell (``tap.map_layout``), else channels-first.
 
     Returns:
         (graphs, resolved tap, tap output shape (1, K, h, w)).
@@ -78,6 +80,10 @@ def build_graphs(
             spec, token_reshape = auto_tap(model, example)
         else:
             spec = tap if isinstance(tap, TapSpec) else TapSpec.parse(tap)
+        if channels_last is not None:
+            if token_reshape:
+                raise ExportError("--channels-last is for a 4-D tap; a token tap (--token-reshape) has no such layout")
+            spec = dataclasses.replace(spec, channels_last=channels_last)
         spec, shape = resolve_tap(model, spec, example, token_reshape)
     except ExportError:
         raise
@@ -138,6 +144,7 @@ def export_bundle(
     log: Callable[[str], None] | None = None,
     explainers: bool = True,
     token_reshape: bool = False,
+    channels_last: bool | None = None,
 ) -> tuple[Bundle, VerificationReport | None]:
     """Write the explainer bundle of ``model`` to ``out_dir``.
 
@@ -154,6 +161,10 @@ def export_bundle(
         token_reshape: the tap is a transformer layer whose tokens (N, T, D) are reshaped to
             the patch grid (class/register tokens dropped). Such a bundle has no ``head``
             graph: the network after the tap also needs the dropped tokens.
+        channels_last: the tap's 4-D output is (N, h, w, K) (Swin's ``norm``, channels-last
+            stages) and is permuted to the (N, K, h, w) features; None (default): as its shapes
+            tell (a last dimension equal to a known channel count, ``tap.map_layout``), else
+            channels-first.
 
     Returns:
         (the loaded bundle, the verification report or None when ``verify`` is False).
@@ -185,7 +196,7 @@ def export_bundle(
             warnings.simplefilter("ignore", UnverifiedBundleWarning)  # the caller gets the report itself
             report = _export_into(
                 folder, model, tap, input_size, mean, std, class_names, model_name, model_spec, opset, verify,
-                log or (lambda message: None), interrupted, explainers, token_reshape,
+                log or (lambda message: None), interrupted, explainers, token_reshape, channels_last,
             )
             interrupted.check()
             staged.swap_in(folder, target, force)
@@ -211,17 +222,19 @@ def _export_into(
     interrupted: staged.InterruptFlag,
     explainers: bool = True,
     token_reshape: bool = False,
+    channels_last: bool | None = None,
 ) -> VerificationReport | None:
     """Write the whole bundle into ``out_dir`` (the staging folder); returns the verification report."""
     import onnx
 
-    graphs, spec, shape = build_graphs(model, tap, input_size, mean, std, token_reshape)
+    graphs, spec, shape = build_graphs(model, tap, input_size, mean, std, token_reshape, channels_last)
     with torch.no_grad():
         num_classes = int(graphs.logits(torch.rand(1, 3, *input_size)).shape[1])
     if class_names is not None and len(class_names) != num_classes:
         raise ExportError(f"{len(class_names)} class names given for a model with {num_classes} classes")
     k = int(shape[1])
-    say(f"tap {spec}: features (N, {k}, {shape[2]}, {shape[3]}); {num_classes} classes")
+    layout = " (channels-last output (N, h, w, K), permuted)" if spec.channels_last else ""
+    say(f"tap {spec}: features (N, {k}, {shape[2]}, {shape[3]}){layout}; {num_classes} classes")
     from opticam_rt.export.weights import SharedWeights
 
     models: dict[str, onnx.ModelProto] = {}
@@ -274,6 +287,7 @@ def _export_into(
         std=graphs.preprocessing.std,
         tap_layer=str(spec),
         tap_tokens=None if spec.tokens is None else dataclasses.asdict(spec.tokens),
+        tap_layout="channels-last" if spec.channels_last else "channels-first",
         tap_shape=(k, int(shape[2]), int(shape[3])),
         num_classes=num_classes,
         opset=opset,

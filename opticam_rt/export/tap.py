@@ -63,11 +63,14 @@ class TapSpec:
     ``name@1`` means the second call of module ``name`` (a shared activation module, such as
     EfficientNet-Lite0's ``_swish``, runs once for the stem and once for the head).
     ``tokens`` is set for a transformer tap whose (N, T, D) output is reshaped to the patch grid.
+    ``channels_last``: the 4-D output is (N, h, w, K) (Swin's ``norm``, channels-last stages),
+    permuted to (N, K, h, w) at the tap; None until ``resolve_tap`` decides (``map_layout``).
     """
 
     module_path: str
     call_index: int | None = None
     tokens: TokenGrid | None = None
+    channels_last: bool | None = None
 
     @classmethod
     def parse(cls, text: str) -> "TapSpec":
@@ -114,17 +117,120 @@ def probe_calls(model: nn.Module, module: nn.Module, example: torch.Tensor) -> l
     return counter.shapes
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a 4-D output's dimensions read: ``channels_last`` True for (N, h, w, K), False for
+    (N, K, h, w), None where the shapes do not tell (channels-first is then assumed);
+    ``reason`` says what decided it."""
+
+    channels_last: bool | None
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return "channels-last" if self.channels_last else "channels-first"
+
+
+def _own_channels(module: nn.Module) -> tuple[int, str, bool] | None:
+    """(channel count, description, channels_last) of a module that fixes its output's channel
+    count on one side: a LayerNorm or Linear acts on the last dimension, a convolution or a
+    BatchNorm/GroupNorm on dimension 1."""
+    if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
+        return module.normalized_shape[0], f"LayerNorm({module.normalized_shape[0]})", True
+    if isinstance(module, nn.Linear):
+        return module.out_features, f"Linear(..., {module.out_features})", True
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        return module.out_channels, f"{type(module).__name__}(..., {module.out_channels})", False
+    if isinstance(module, nn.BatchNorm2d):
+        return module.num_features, f"BatchNorm2d({module.num_features})", False
+    if isinstance(module, nn.GroupNorm):
+        return module.num_channels, f"GroupNorm(..., {module.num_channels})", False
+    return None
+
+
+def _decide(shape: tuple[int, ...], count: int, what: str, side: bool | None = None) -> Layout | None:
+    """The layout ``count`` tells: exactly one of dimensions 1 and 3 equals it, and (for a
+    module that acts on one side, ``side``) that is the module's side: a convolution's count
+    matching the last dimension is a coincidence (DenseNet's concatenations), not a layout."""
+    first, last = shape[1] == count, shape[3] == count
+    if first == last or (side is not None and last != side):
+        return None
+    return Layout(last, f"{'last' if last else 'first'} dimension {count} = {what}")
+
+
+def map_layout(module: nn.Module, shape: tuple[int, ...], head_width: int | None = None,
+               before: tuple[int, str, bool] | None = None) -> Layout:
+    """Whether a 4-D output of ``module`` is channels-first or channels-last, where shapes tell.
+
+    A known channel count decides when exactly one of dimension 1 and dimension 3 equals it:
+    first the module's own (a LayerNorm's normalized size or a Linear's output features, which
+    can only tell channels-last; a convolution's output channels or a BatchNorm's features, which
+    can only tell channels-first); else ``before``, the count of the last module with one
+    that produced a 4-D output before this one finished (inside it, for a container: a block's
+    last norm or linear; before it, for an activation); else ``head_width``, the input width of
+    the model's last Linear (the classifier reads the pooled channels). Otherwise (both equal
+    it, or neither: a 4 x 4 x 4 map) channels-first is assumed.
+    """
+    for known in (_own_channels(module), before):
+        if known is not None:
+            decided = _decide(shape, *known)
+            if decided is not None:
+                return decided
+    if head_width is not None:
+        decided = _decide(shape, head_width, f"the classifier's input width ({head_width})")
+        if decided is not None:
+            return decided
+    return Layout(None, "the shapes do not tell: channels-first assumed (--channels-last if not)")
+
+
+def output_layouts(outputs: list["LayerOutput"], head: int | None) -> list[Layout | None]:
+    """``map_layout`` of each of ``outputs`` (in the order the calls finished); None for 3-D ones."""
+    layouts: list[Layout | None] = []
+    before: tuple[int, str, bool] | None = None
+    for out in outputs:
+        if len(out.shape) != 4:
+            layouts.append(None)
+            continue
+        layouts.append(map_layout(out.module, out.shape, head, before))
+        own = _own_channels(out.module)
+        if own is not None:
+            before = (own[0], f"{own[1]} ({out.path}) before it", own[2])
+    return layouts
+
+
+def head_width(model: nn.Module, example: torch.Tensor) -> int | None:
+    """The input width of the last ``nn.Linear`` called in a forward pass whose output is
+    (N, classes): the classifier, whose input is the pooled channel count. None without one."""
+    seen: list[int] = []
+
+    def hook(module: nn.Module, args: tuple, output: object) -> None:
+        if isinstance(output, torch.Tensor) and output.dim() == 2:
+            seen.append(module.in_features)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Linear)]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen[-1] if seen else None
+
+
 def resolve_tap(
     model: nn.Module, spec: TapSpec, example: torch.Tensor, token_reshape: bool = False
 ) -> tuple[TapSpec, tuple[int, ...]]:
     """Check the tap exists, runs the chosen call, and is 4-D (or, with ``token_reshape``, a
-    3-D token sequence); return it with a call index (and token grid) set.
+    3-D token sequence); return it with a call index (and token grid, or layout) set.
+
+    A 4-D output's layout is ``spec.channels_last`` where given, else ``map_layout``'s.
 
     Args:
         example: a batch (1, 3, H, W) in the model's input space.
 
     Returns:
-        (resolved spec, tap feature shape (N, K, h, w) for ``example``: after the token reshape).
+        (resolved spec, tap feature shape (N, K, h, w) for ``example``: after the token reshape
+        or the channels-last permute).
     """
     module = find_module(model, spec.module_path)
     shapes = probe_calls(model, module, example)
@@ -137,7 +243,7 @@ def resolve_tap(
                 f"layer {spec.module_path!r} runs {len(shapes)} times per forward pass (the module is shared); "
                 f"pick one call: {options}"
             )
-        spec = TapSpec(spec.module_path, 0, spec.tokens)
+        spec = TapSpec(spec.module_path, 0, spec.tokens, spec.channels_last)
     elif spec.call_index >= len(shapes):
         raise TapError(
             f"layer {spec.module_path!r} runs {len(shapes)} time(s) per forward pass; "
@@ -160,6 +266,16 @@ def resolve_tap(
         raise TapError(
             f"layer {str(spec)!r} outputs shape {shape}; a tap must output a 4-D feature map (N, K, h, w)"
         )
+    channels_last = spec.channels_last
+    if channels_last is None:
+        outputs = layer_outputs(model, example)
+        layouts = output_layouts(outputs, head_width(model, example))
+        calls = [lay for o, lay in zip(outputs, layouts) if o.module is module]
+        found = calls[spec.call_index] if spec.call_index < len(calls) else None
+        channels_last = bool(found is not None and found.channels_last)
+    spec = TapSpec(spec.module_path, spec.call_index, None, channels_last)
+    if channels_last:
+        shape = (shape[0], shape[3], shape[1], shape[2])
     return spec, shape
 
 
@@ -188,8 +304,13 @@ def tapped(model: nn.Module, spec: TapSpec, replace: torch.Tensor | None = None)
         grid = spec.tokens
         if replace is not None:
             captured.append(replace)
+            if spec.channels_last:  # back to (N, h, w, K) for the layers after the tap
+                return replace.permute(0, 2, 3, 1).contiguous()
             return grid.to_tokens(replace, output) if grid else replace.clone()
-        captured.append(grid.to_map(output) if grid else output.clone())
+        if spec.channels_last:
+            captured.append(output.permute(0, 3, 1, 2).contiguous())
+        else:
+            captured.append(grid.to_map(output) if grid else output.clone())
         return None
 
     handle = module.register_forward_hook(hook)
@@ -251,6 +372,13 @@ def candidate_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str,
     return [(out.path, out.shape) for out in layer_outputs(model, example) if len(out.shape) == 4]
 
 
+def map_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...], Layout]]:
+    """Every (path, output shape, layout) with a 4-D output, in execution order (``map_layout``)."""
+    outputs = layer_outputs(model, example)
+    layouts = output_layouts(outputs, head_width(model, example))
+    return [(o.path, o.shape, lay) for o, lay in zip(outputs, layouts) if lay is not None]
+
+
 def token_layers(model: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...], TokenGrid]]:
     """Every (path, output shape (1, T, D), grid) whose token output can be laid out on a patch
     grid of the input's aspect ratio, in execution order."""
@@ -273,8 +401,9 @@ _NOT_A_TAP = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPo
 def auto_tap(model: nn.Module, example: torch.Tensor) -> tuple[TapSpec, bool]:
     """The tap ``--layer auto`` picks, and whether it is a token tap.
 
-    A CNN: the last 4-D activation with more than one spatial position that is not a pooling
-    or dropout layer (the map global pooling reads; the outermost module that returns it).
+    A CNN: the last 4-D activation with more than one spatial position (in the layout
+    ``map_layout`` reads) that is not a pooling or dropout layer (the map global pooling reads;
+    the outermost module that returns it). The layout itself is left to ``resolve_tap``.
     A transformer (LayerNorm token layers run after the last such map): the first LayerNorm of
     the last block, where the Opti-CAM paper taps ViT/DeiT; a block is a module with two or
     more LayerNorm children.
@@ -283,8 +412,14 @@ def auto_tap(model: nn.Module, example: torch.Tensor) -> tuple[TapSpec, bool]:
         TapError: when the model has neither.
     """
     outputs = layer_outputs(model, example)
+    layouts = output_layouts(outputs, head_width(model, example))
+
+    def grid(i: int) -> int:  # spatial positions, under the layout the shapes tell
+        shape = outputs[i].shape
+        return shape[1] * shape[2] if layouts[i].channels_last else shape[2] * shape[3]  # type: ignore[union-attr]
+
     maps = [i for i, o in enumerate(outputs)
-            if len(o.shape) == 4 and o.shape[2] * o.shape[3] > 1 and not isinstance(o.module, _NOT_A_TAP)]
+            if len(o.shape) == 4 and grid(i) > 1 and not isinstance(o.module, _NOT_A_TAP)]
     after = maps[-1] + 1 if maps else 0
     norms = [o for o in outputs[after:] if len(o.shape) == 3 and isinstance(o.module, nn.LayerNorm)]
     parents: dict[str, list[LayerOutput]] = {}

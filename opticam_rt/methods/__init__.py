@@ -22,6 +22,7 @@ from opticam_rt.methods import (
     score_cam,
     xgrad_cam,
 )
+from opticam_rt.methods.conceptor import conceptor_method
 from opticam_rt.methods.record import Method
 
 __all__ = ["Method", "REGISTRY", "method_record"]
@@ -31,8 +32,12 @@ _MODULES = (opti_cam, grad_cam, grad_cam_pp, xgrad_cam, layer_cam, hires_cam, sc
             extremal_perturbation)
 
 REGISTRY: dict[str, Method] = {module.METHOD.name: module.METHOD for module in _MODULES}
+#: Conceptor-CAM wrappers registered by name (``conceptor_method`` wraps any of them).
+for _base in ("grad-cam", "opti-cam"):
+    _wrapped = conceptor_method(REGISTRY[_base])
+    REGISTRY[_wrapped.name] = _wrapped
 
-if len(REGISTRY) != len(_MODULES):
+if len({module.METHOD.name for module in _MODULES}) != len(_MODULES):
     raise TypeError("two method modules register the same name")
 
 

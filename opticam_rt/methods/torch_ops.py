@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from opticam_rt.constants import NORM_EPS
 
-__all__ = ["F", "torch", "upsample_normalise", "target_gradients"]
+__all__ = ["F", "conceptor_refine", "torch", "upsample_normalise", "target_gradients"]
 
 
 def upsample_normalise(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -35,3 +35,43 @@ def target_gradients(clf: Any, images: torch.Tensor, targets: torch.Tensor) -> t
     score = logits.gather(1, targets[:, None]).sum()
     (grads,) = torch.autograd.grad(score, features)
     return features.detach(), grads
+
+
+def conceptor_refine(clf: Any, images: torch.Tensor, maps: torch.Tensor, size: tuple[int, int], aperture: float,
+                     combine: str, delta: float) -> torch.Tensor:
+    """Conceptor-CAM's refinement of base maps (N, H, W), in float64 (methods/conceptor.py says what).
+
+    The pooling to the feature grid is autograd's adjoint of F.interpolate; conceptors by
+    torch.linalg.solve. -> maps (N, H, W) float32 in [0, 1].
+    """
+    with torch.no_grad():
+        _, a = clf.logits_and_features(images)
+    a = a.double()
+    n, k, h, w = a.shape
+
+    def adjoint(field: torch.Tensor) -> torch.Tensor:
+        cells = torch.zeros(field.shape[0], 1, h, w, dtype=torch.float64, requires_grad=True)
+        up = F.interpolate(cells, size=size, mode="bilinear", align_corners=False)[:, 0]
+        (grad,) = torch.autograd.grad((up * field).sum(), cells)
+        return grad[:, 0]
+
+    s = (adjoint(maps.double()) / adjoint(torch.ones(1, *size, dtype=torch.float64))).reshape(n, h * w)
+    eye = torch.eye(k, dtype=torch.float64)
+
+    def conceptor(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        r = (x * weights) @ x.T / weights.sum().clamp_min(1e-12)
+        r = r / (torch.trace(r) / k).clamp_min(1e-12)
+        return torch.linalg.solve(r + eye / aperture**2, r).T  # R (R + a^-2 I)^-1, both symmetric
+
+    def regular(c: torch.Tensor) -> torch.Tensor:
+        return (1 - delta) * c + delta * eye
+
+    cams = []
+    for i in range(n):
+        x = a[i].reshape(k, h * w)
+        c = conceptor(s[i], x)
+        if combine == "and-not":
+            c = torch.linalg.inv(torch.linalg.inv(regular(c)) + torch.linalg.inv(regular(eye - conceptor(1 - s[i], x))) - eye)
+        energy = (x * (c @ x)).sum(0) / ((x * x).sum(0) + 1e-12)
+        cams.append(F.relu(energy * s[i]).reshape(h, w))
+    return upsample_normalise(torch.stack(cams), size).float()

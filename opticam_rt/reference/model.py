@@ -45,6 +45,15 @@ def model_spec_for(manifest: "Manifest", model: str | None = None, trust_code: b
     )
 
 
+def _pair(batch: torch.Tensor) -> torch.Tensor:
+    """A batch of one repeated to two. PyTorch 2.13's CPU BatchNorm2d backward (eval mode)
+    returns a wrong input gradient at batch 1 when the incoming gradient has channels-last
+    strides (a conv + BatchNorm stem flattened to tokens, as in LeViT); at batch 2 it is right,
+    and rows are independent in eval mode, so the first row's outputs and gradients are the
+    batch of one's (docs/decisions.md)."""
+    return batch.repeat(2, *([1] * (batch.dim() - 1)))
+
+
 class TorchClassifier:
     """Pixels (N, 3, H, W) in [0, 1] -> logits (N, C), with the tap output (N, K, h, w) captured.
 
@@ -57,6 +66,8 @@ class TorchClassifier:
             ``tap_tokens`` ({"prefix", "height", "width"}): the first ``prefix`` tokens are
             dropped and the rest, in row-major patch order, laid out as (N, D, height, width).
             A replacement map goes back in after the tap's own prefix tokens.
+        channels_last: the tap's 4-D output is (N, h, w, D) (the manifest's ``tap_layout``):
+            the map is its (N, D, h, w) transpose, and a replacement goes back transposed.
     """
 
     def __init__(
@@ -66,8 +77,10 @@ class TorchClassifier:
         mean: Sequence[float],
         std: Sequence[float],
         tokens: Mapping[str, int] | None = None,
+        channels_last: bool = False,
     ) -> None:
         self.model = model.eval()
+        self.channels_last = channels_last
         for p in self.model.parameters():
             p.requires_grad_(False)
         path, _, index = tap.partition("@")
@@ -78,6 +91,8 @@ class TorchClassifier:
         self.std = torch.tensor(list(std), dtype=torch.float32).reshape(1, -1, 1, 1)
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
+        if image.shape[0] == 1:  # see _pair
+            return self.model(_pair((image - self.mean) / self.std))[:1]
         return self.model((image - self.mean) / self.std)
 
     def logits_and_features(self, image: torch.Tensor, replace: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,21 +107,29 @@ class TorchClassifier:
             # Clones: an in-place op right after the tap (DenseNet's F.relu(..., inplace=True))
             # would otherwise rewrite the captured map, or write into the replacement leaf.
             if replace is None:
-                seen.append(self._to_map(output) if self.tokens else output.clone())
+                if self.channels_last:
+                    seen.append(torch.movedim(output, 3, 1).clone())
+                else:
+                    seen.append(self._to_map(output) if self.tokens else output.clone())
                 return None
             seen.append(replace)
+            if self.channels_last:
+                return torch.movedim(replace, 1, 3).clone()
             if self.tokens:
                 prefix, height, width = self.tokens
                 patches = torch.flatten(replace, 2).transpose(1, 2)  # (N, h*w, D), row-major patches
                 return torch.cat([output[:, :prefix], patches], dim=1)
             return replace.clone()
 
+        single = image.shape[0] == 1  # run as a batch of two: see _pair
+        if single and replace is not None:
+            replace = _pair(replace)
         handle = self.tap_module.register_forward_hook(hook)
         try:
             logits = self.logits(image)
         finally:
             handle.remove()
-        return logits, seen[0]
+        return logits, seen[0][:1] if single else seen[0]
 
     def _to_map(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, T, D) tokens -> (N, D, height, width) patch map."""
@@ -129,4 +152,5 @@ class TorchClassifier:
         from opticam_rt.export.models import load_recipe
 
         recipe = load_recipe(model_spec_for(manifest, model, trust_code, where))
-        return cls(recipe.build(), manifest.tap_layer, manifest.mean, manifest.std, manifest.tap_tokens)
+        return cls(recipe.build(), manifest.tap_layer, manifest.mean, manifest.std, manifest.tap_tokens,
+                   channels_last=manifest.tap_layout == "channels-last")

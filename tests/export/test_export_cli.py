@@ -152,7 +152,9 @@ def test_layers_module_factory_lists_shapes_and_calls(monkeypatch) -> None:
     result = invoke("layers", "--model", "nets:branch_net", "--input-size", "24")
     assert result.exit_code == 0, result.output
     rows = [line.split(None, 1) for line in result.stdout.splitlines()]
-    listed = {name: shape.replace("(--layer auto)", "").strip() for name, shape in rows}
+    # each line: name, (C, H, W), the layout assumed and why
+    listed = {name: rest[: rest.index(")") + 1] for name, rest in rows}
+    assert all(" channels-first (" in rest for _, rest in rows)
     assert [name for name, shape in rows if "(--layer auto)" in shape] == ["act@1"]
     assert listed["stem"] == "(6, 24, 24)"
     assert listed["act@0"] == "(6, 24, 24)"
@@ -163,15 +165,17 @@ def test_layers_module_factory_lists_shapes_and_calls(monkeypatch) -> None:
     assert names.index("act@0") < names.index("pool") < names.index("act@1")  # execution order
 
     data = json.loads(invoke("layers", "--model", "nets:branch_net", "--input-size", "24", "--format", "json").stdout)
-    assert {"layer": "act@1", "shape": [8, 6, 6], "auto": True} in data
+    act = next(row for row in data if row["layer"] == "act@1")
+    assert act["shape"] == [8, 6, 6] and act["auto"] is True and act["layout"] == "channels-first"
+    assert act["features"] == [8, 6, 6]
 
 
 def test_layers_file_factory_default_size(factory_file) -> None:
     result = invoke("layers", "--model", f"{factory_file}:build", "--format", "json")
-    assert json.loads(result.stdout) == [
-        {"layer": "conv", "shape": [4, 224, 224]},
-        {"layer": "act", "shape": [4, 224, 224], "auto": True},
-    ]
+    rows = json.loads(result.stdout)
+    assert [(r["layer"], r["shape"], r.get("auto")) for r in rows] == [("conv", [4, 224, 224], None),
+                                                                     ("act", [4, 224, 224], True)]  # fmt: skip
+    assert rows[0]["layout"] == "channels-first" and "Conv2d(..., 4)" in rows[0]["layout_from"]
 
 
 def test_layers_marks_the_builtin_default_tap(effnet_recipe) -> None:

@@ -55,7 +55,19 @@ def _drop_term(model, output: str) -> None:
     del add.input[1:]
 
 
-MUTATIONS: dict[str, Callable] = {"sign": _flip_sign, "transposed-kernel": _transpose_kernel, "missing-term": _drop_term}
+def _scale_output(model, output: str) -> None:
+    """The graph output ``output`` times 1.01: a wrong rule whose float32 error (1e-2) is within
+    NORM_CAP, so only the float64 graph can tell it from a float32 flip at a kink."""
+    import onnx
+
+    producer = next(n for n in model.graph.node if output in n.output)
+    producer.output[list(producer.output).index(output)] = f"{output}_unscaled"
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(1.01, np.float32), f"{output}_scale"))
+    model.graph.node.append(onnx.helper.make_node("Mul", [f"{output}_unscaled", f"{output}_scale"], [output]))
+
+
+MUTATIONS: dict[str, Callable] = {"sign": _flip_sign, "transposed-kernel": _transpose_kernel, "missing-term": _drop_term,
+                                  "scaled-1.01": _scale_output}  # fmt: skip
 
 
 def mutated_copy(bundle, graph: str, mutation: str, output: str, dest: Path) -> Path:
@@ -80,21 +92,62 @@ def branch_graphs():
     return graphs
 
 
-CASES = [("grad_image", m) for m in MUTATIONS] + [("grad_features", "sign"), ("grad_features", "missing-term")]
+CASES = [("grad_image", m, "grad_image") for m in MUTATIONS] + [
+    ("grad_features", "sign", "grad_features"), ("grad_features", "missing-term", "grad_features"),
+    ("opticam_step", "scaled-1.01", "grad_u"),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(("graph", "mutation"), CASES)
-def test_wrong_backward_graph_fails(tiny_bundle, branch_graphs, tmp_path, mutation, graph):
+@pytest.mark.parametrize(("graph", "mutation", "output"), CASES)
+def test_wrong_backward_graph_fails(tiny_bundle, branch_graphs, tmp_path, mutation, graph, output):
+    """Each mutation fails, by its float32 run and by the same graph in float64 (which would
+    otherwise excuse a float32 error within NORM_CAP as a flip at a kink)."""
     bundle, report = tiny_bundle(NET)
     assert report.graphs[graph].passed  # the unmutated graph passes
-    copy = mutated_copy(bundle, graph, mutation, graph, tmp_path / "bundle")
-    mutated = verify_bundle(load_bundle(copy), branch_graphs, names=[graph, "forward"])
+    copy = mutated_copy(bundle, graph, mutation, output, tmp_path / "bundle")
+    mutated = verify_bundle(load_bundle(copy), branch_graphs, names=[graph, "forward"], float64=True)
     check = mutated.graphs[graph]
     assert not check.passed, f"{mutation} on {graph} passed: {mutated.format()}"
-    assert check.norm_error > 10 * check.limit, check.norm_errors
+    assert check.norm_error > 5 * check.limit, check.norm_errors
+    assert check.float64_error > 5 * check.float64_limit, check.float64_errors
     assert not mutated
     assert mutated.graphs["forward"].passed  # untouched, still passes
+    assert mutated.graphs["forward"].float64_error < 1e-5
     assert "FAIL" in mutated.format()
+
+
+def test_float64_graph_settles_a_float32_excess_within_the_cap(tiny_bundle, branch_graphs, tmp_path, monkeypatch):
+    """With the float32 limit pushed below rounding (as a flip at a kink pushes the error above
+    it), a correct graph passes by its float64 run and a wrong one (x 1.01) still fails."""
+    import opticam_rt.export.verify as verify
+
+    monkeypatch.setattr(verify, "NORM_RTOL", 1e-12)
+    monkeypatch.setattr(verify, "FLOOR_FACTOR", 0.0)
+    bundle, _ = tiny_bundle(NET)
+    report = verify_bundle(bundle, branch_graphs, names=["grad_image", "opticam_step"])
+    for check in report.graphs.values():
+        assert check.norm_error > check.limit  # float32 alone would fail ...
+        assert check.float64_error is not None and check.float64_error < 1e-5, check.float64_errors
+        assert check.passed and check.settled_by == "float64"  # ... the float64 graph settles it
+    assert report.to_dict()["graphs"]["grad_image"]["settled_by"] == "float64"
+    copy = mutated_copy(bundle, "grad_image", "scaled-1.01", "grad_image", tmp_path / "bundle")
+    check = verify_bundle(load_bundle(copy), branch_graphs, names=["grad_image"]).graphs["grad_image"]
+    assert check.norm_error <= NORM_CAP and check.float64_error > 5 * check.float64_limit
+    assert not check.passed and check.settled_by == "failed"
+
+
+def test_float64_graph_runs_only_where_float32_fails_within_the_cap(tiny_bundle):
+    from opticam_rt.export.verify import GraphCheck
+
+    _, report = tiny_bundle(NET)
+    assert all(check.float64_error is None and check.settled_by == "float32" for check in report.graphs.values())
+    wrong = GraphCheck("grad_image", checker="ok", norm_errors={"a": 0.2}, norm_floors={"a": 1e-7},
+                       float64_errors={"a": 1e-9})  # fmt: skip
+    assert not wrong.needs_float64 and not wrong.passed  # beyond the cap: no float64 run excuses it
+    flip = GraphCheck("grad_image", checker="ok", norm_errors={"a": 1.28e-2}, norm_floors={"a": 1.16e-5})
+    assert flip.needs_float64 and not flip.passed  # not run yet: fails
+    flip.float64_errors = {"a": 3e-6}
+    assert flip.passed and flip.settled_by == "float64"
 
 
 def test_report_records_what_the_criterion_read(tiny_bundle):
@@ -183,3 +236,46 @@ def test_pytorch_float32_floor_sees_a_gradient_that_jumps_within_one_ulp(tmp_pat
     assert max(check.norm_floors["random-b1"], check.norm_floors["random-b3"]) < 1e-5  # no kink there
     assert check.norm_errors["real-b1"] < 1e-5  # ONNX Runtime computes the kink as float64 does
     assert check.limit == NORM_CAP and check.passed
+
+
+class _HardswishKinkNet(torch.nn.Module):
+    """hardswish(s (x - at) + 3) + hardswish(s (x - at) - 3): where x == at both of hardswish's
+    kinks (+3 and -3, where its derivative jumps by 0.5) are hit exactly; s = 1e4 so that one
+    float32 ulp of x moves the argument past float32's spacing at 3. Then a conv tap and a head."""
+
+    def __init__(self, at: torch.Tensor) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.register_buffer("at", at)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 3)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = (x - self.at) * 1e4
+        h = torch.nn.functional.hardswish(d + 3) + torch.nn.functional.hardswish(d - 3)
+        return self.fc(self.conv(h).mean((2, 3)))
+
+
+def test_hardswish_at_its_kinks_float64_graph_equals_float64_autograd(tmp_path):
+    """At inputs on both kinks the float64 graph takes float64's branch (error ~1e-16) although
+    one ulp away the gradient jumps (the floor), and a wrong rule there still fails."""
+    from opticam_rt.export import export_bundle
+
+    photos = torch.rand(3, 3, 12, 12, generator=torch.Generator().manual_seed(6))
+    model = _HardswishKinkNet(photos[0]).eval()
+    bundle, _ = export_bundle(model, tmp_path / "kink", tap="conv", input_size=(12, 12), mean=(0.0,) * 3,
+                              std=(1.0,) * 3, verify=False, explainers=False)  # fmt: skip
+    graphs, _, _ = build_graphs(model, "conv", (12, 12), (0.0,) * 3, (1.0,) * 3)
+    check = verify_bundle(bundle, graphs, real_images=photos.numpy(), names=["grad_image"], float64=True).graphs["grad_image"]
+    assert check.norm_floors["real-b1"] > 0.05, check.norm_floors  # one ulp away: the jumps
+    assert max(check.float64_errors.values()) < 1e-10, check.float64_errors
+    assert check.passed
+    assert check.limit == NORM_CAP  # the jumps raise the float32 limit to the cap ...
+    copy = mutated_copy(bundle, "grad_image", "transposed-kernel", "grad_image", tmp_path / "mutated")
+    wrong = verify_bundle(load_bundle(copy), graphs, real_images=photos.numpy(), names=["grad_image"], float64=True)
+    # ... which a wrong rule still exceeds, in float32 and in float64
+    assert wrong.graphs["grad_image"].norm_error > NORM_CAP and wrong.graphs["grad_image"].float64_error > NORM_CAP
+    assert not wrong.graphs["grad_image"].passed

@@ -118,7 +118,8 @@ def test_cli_option_for_another_method_is_a_one_line_error(tiny_bundle, tmp_path
 
     Image.new("RGB", (40, 40), (120, 30, 200)).save(photo)
     for extra, message in (
-        (["--method", "grad-cam", "--lr", "0.1"], "error: --lr applies to opti-cam, extremal-perturbation, not to grad-cam"),
+        (["--method", "grad-cam", "--lr", "0.1"],
+         "error: --lr applies to opti-cam, extremal-perturbation, conceptor-opti-cam, not to grad-cam"),
         (["--method", "opti-cam", "--lr", "nan"], "error: opti-cam option lr must be a finite number, got nan"),
         (["--method", "opti-cam", "--iterations", "1000000000"], f"must be <= {MAX_ITERATIONS}"),
     ):

@@ -59,6 +59,13 @@ def private_network() -> Iterator[None]:
         os.close(original)
 
 
+@pytest.fixture
+def loopback_only():
+    """The test runs (and every process it starts) in a private network namespace, loopback only."""
+    with private_network():
+        yield
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local Ray instance for the module's tests, in a private network namespace; yields the ray module."""
