@@ -188,7 +188,7 @@ def test_every_method(method, bundle_dir, chelsea, tmp_path):
     paths = [tmp_path / "a.png", tmp_path / "b.jpg"]
     Image.fromarray(chelsea).save(paths[0])
     Image.fromarray(chelsea[::-1]).save(paths[1])
-    extra = ["--iterations", "3"] if method == "opti-cam" else []
+    extra = ["--iterations", "3"] if method.endswith("opti-cam") or method == "extremal-perturbation" else []
     records = run_ok(*explain_args(bundle_dir, tmp_path / "out", *paths, method=method), *extra, "--batch-size", "1")
     assert len(records) == 2
     for r in records:

@@ -28,7 +28,7 @@ def test_registry_and_method_names_agree():
 def test_explanation_fields(method, backend, tiny_ort, tiny_torch, tiny_images, tiny, check):
     explainer = tiny_ort if backend == "ort" else tiny_torch
     optimising = method.endswith("opti-cam")  # Opti-CAM and the Conceptor-CAM wrapper over it
-    options = {"iterations": 4} if optimising else {"extremal-perturbation": {"steps": 4}}.get(method, {})
+    options = {"iterations": 4} if optimising or method == "extremal-perturbation" else {}
     out = explainer.explain(tiny_images, method=method, **options)
     n = len(tiny_images)
     assert out.method == method and out.backend == ("ort-cpu" if backend == "ort" else "torch")
@@ -104,7 +104,7 @@ def test_auto_backend_picks_the_measured_cpu_order_per_method(tiny_bundle, tiny_
         for method in ("opti-cam", "grad-cam", "score-cam"):
             expected = next(b for b in REGISTRY[method].cpu_order if is_available(b))
             assert resolve_backend("auto", method) == expected
-            out = explainer.explain(tiny_images[:1], method, **({"iterations": 1} if method == "opti-cam" else {}))
+            out = explainer.explain(tiny_images[:1], method, **({"iterations": 1} if method.endswith("opti-cam") or method == "extremal-perturbation" else {}))
             assert out.backend == expected
 
 

@@ -62,7 +62,7 @@ def test_blur_pyramid_levels_and_perturbation_gradient():
         parse_areas("0.1,1.5")
 
 
-@pytest.mark.parametrize("options", [{"steps": 25}, {"steps": 12, "variant": "delete", "reward": "contrastive",
+@pytest.mark.parametrize("options", [{"iterations": 25}, {"iterations": 12, "variant": "delete", "reward": "contrastive",
                                                      "perturbation": "fade", "areas": "0.05,0.2", "lr": 0.05}])
 def test_host_matches_the_pytorch_reference(options, tiny_ort, tiny_torch, tiny_images, check):
     images = tiny_images[:2]
@@ -74,6 +74,6 @@ def test_host_matches_the_pytorch_reference(options, tiny_ort, tiny_torch, tiny_
     # The energy, step by step; float32 vs float64 rounding reorders near-equal mask values in
     # the area term's sort, which moves it by up to ~0.5% here.
     np.testing.assert_allclose(a.trace, b.trace, rtol=2e-2)
-    assert a.trace.shape == (2, options["steps"])
+    assert a.trace.shape == (2, options["iterations"])
     # The mask moved: the regulariser pulled it off its all-ones start.
     assert not np.allclose(a.trace[:, 0], a.trace[:, -1])

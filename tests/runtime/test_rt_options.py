@@ -118,7 +118,7 @@ def test_cli_option_for_another_method_is_a_one_line_error(tiny_bundle, tmp_path
 
     Image.new("RGB", (40, 40), (120, 30, 200)).save(photo)
     for extra, message in (
-        (["--method", "grad-cam", "--lr", "0.1"], "error: --lr applies to opti-cam, conceptor-opti-cam, not to grad-cam"),
+        (["--method", "grad-cam", "--lr", "0.1"], "error: --lr applies to opti-cam, "),  # and every other method with an lr
         (["--method", "opti-cam", "--lr", "nan"], "error: opti-cam option lr must be a finite number, got nan"),
         (["--method", "opti-cam", "--iterations", "1000000000"], f"must be <= {MAX_ITERATIONS}"),
     ):
@@ -132,5 +132,7 @@ def test_cli_option_for_another_method_is_a_one_line_error(tiny_bundle, tmp_path
             monkey_argv.undo()
         err = capsys.readouterr().err.strip()
         assert info.value.code == 2 and message in err and "Traceback" not in err, err
+        if "--lr" in extra and "0.1" in extra:
+            assert err.endswith("not to grad-cam"), err
         assert len(err.splitlines()) == 1, err
         assert not (tmp_path / "o").exists(), "the run started before the options were checked"

@@ -41,7 +41,7 @@ MAX_STEPS = 10_000
 class ExtremalPerturbationOptions(MethodOptions):
     areas: str = option("0.1", "Comma-separated mask areas as fractions of the image (the paper's default: 0.1); "
                         "the map is the mean of their masks.")
-    steps: int = option(800, "SGD steps per image (TorchRay: 800).", low=1, high=MAX_STEPS)
+    iterations: int = option(800, "SGD steps per image (TorchRay: 800).", low=1, high=MAX_STEPS)
     lr: float = option(0.01, "SGD learning rate (TorchRay: 0.01).", positive=True, high=100.0)
     variant: str = option("preserve", "'preserve': keep the score with only the mask visible; 'delete': lose it "
                           "with the mask perturbed away.", choices=("preserve", "delete"))
@@ -165,7 +165,7 @@ class ExtremalPerturbation(CamMethod):
 
     name = "extremal-perturbation"
     Options = ExtremalPerturbationOptions
-    cheap_options = {"steps": 1}
+    cheap_options = {"iterations": 1}
 
     def run(self, ctx: MethodContext, options: ExtremalPerturbationOptions) -> MethodOutput:
         areas = parse_areas(options.areas)
@@ -186,8 +186,8 @@ class ExtremalPerturbation(CamMethod):
         buf = None
         weight = p["area_weight"]
         sign = 1.0 if options.variant == "preserve" else -1.0
-        trace = np.empty((n, options.steps), dtype=np.float32)
-        for step in range(options.steps):
+        trace = np.empty((n, options.iterations), dtype=np.float32)
+        for step in range(options.iterations):
             m, cache = gen.forward(params)
             shown = m if options.variant == "preserve" else 1 - m
             x, dx_dm = perturb(levels, shown.reshape(-1, h, w))
@@ -218,4 +218,4 @@ class ExtremalPerturbation(CamMethod):
         mean = m.reshape(n, na, h, w).mean(axis=1)
         lo, hi = mean.min(axis=(1, 2), keepdims=True), mean.max(axis=(1, 2), keepdims=True)
         maps = ((mean - lo) / (hi - lo + NORM_EPS)).astype(np.float32)
-        return MethodOutput(maps=maps, trace=trace, steps=np.full(n, options.steps, dtype=np.int64))
+        return MethodOutput(maps=maps, trace=trace, steps=np.full(n, options.iterations, dtype=np.int64))

@@ -68,7 +68,7 @@ def reference(
     targets: Any,
     size: tuple[int, int],
     areas: str = "0.1",
-    steps: int = 800,
+    iterations: int = 800,
     lr: float = 0.01,
     variant: str = "preserve",
     reward: str = "logit",
@@ -94,7 +94,7 @@ def reference(
     step, gh, gw = 7, math.ceil(h / 7), math.ceil(w / 7)
     smooth = _SmoothMask(size, (gh, gw), step, 21.0, 20.0)
     maps = torch.zeros(n, h, w, dtype=torch.float64)
-    trace = torch.zeros(n, steps)
+    trace = torch.zeros(n, iterations)
     for i in range(n):
         for area in area_list:
             params = torch.ones(1, gh, gw, dtype=torch.float64, requires_grad=True)
@@ -102,7 +102,7 @@ def reference(
             ref = torch.zeros(h * w, dtype=torch.float64)
             ref[int(h * w * (1 - area)):] = 1
             weight = 300.0
-            for t in range(steps):
+            for t in range(iterations):
                 m = smooth(params)[0]
                 shown = m if variant == "preserve" else 1 - m
                 pos = shown * (levels - 1)
