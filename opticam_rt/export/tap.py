@@ -208,12 +208,7 @@ def head_width(model: nn.Module, example: torch.Tensor) -> int | None:
             seen.append(module.in_features)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Linear)]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_once(model, example, handles)
     return seen[-1] if seen else None
 
 
@@ -353,12 +348,7 @@ def layer_outputs(model: nn.Module, example: torch.Tensor) -> list[LayerOutput]:
     for name, module in model.named_modules():
         if name:
             handles.append(module.register_forward_hook(make_hook(name)))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_once(model, example, handles)
     # A module that runs once is listed by its plain path; shared ones keep the @call suffix.
     return [LayerOutput(name if counts[name] == 1 else f"{name}@{i}", mod, shape) for name, i, mod, shape in calls]
 
@@ -431,3 +421,13 @@ def auto_tap(model: nn.Module, example: torch.Tensor) -> tuple[TapSpec, bool]:
     if maps:
         return TapSpec.parse(outputs[maps[-1]].path), False
     raise TapError("--layer auto found no 4-D feature map larger than 1x1 and no transformer block; give --layer")
+
+
+def _run_once(model: nn.Module, example: torch.Tensor, handles: list) -> None:
+    """One forward pass without gradients, for the hooks in ``handles``; they are removed after."""
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
