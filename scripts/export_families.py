@@ -8,6 +8,14 @@ and families never run concurrently. Results are printed as one JSON line per fa
 Markdown table (docs/models.md).
 
     python scripts/export_families.py resnet vgg-bn --out /tmp/families [--iterations 100]
+    python scripts/export_families.py timm:levit_128s timm:swin_tiny_patch4_window7_224
+
+A name ``timm:MODEL`` builds timm's ``MODEL`` (``pretrained=False``: random weights, never
+downloaded; BatchNorm calibrated as tests/arch_zoo.py's ``calibrated`` does) at its default
+input size, mean and std (its ``pretrained_cfg``: Inception-v3 at 299), tapped by ``--layer
+auto`` or, where auto's pick is not the map a CAM reads, by ``TIMM_TAPS``. timm is not a
+dependency of the project: ``pip install opticam-rt[timm]`` in a separate environment
+(docs/models.md).
 
 Timings are only comparable on an idle machine; the output records the load average before and
 after each family, so a contended run can be recognised.
@@ -23,9 +31,69 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: timm model -> (tap, token tap), where ``--layer auto`` does not pick the map a CAM reads.
+#: LeViT normalises its tokens with BatchNorm1d (no LayerNorm blocks for auto's transformer
+#: rule), so auto would take the stem's 14 x 14 convolution map; its last stage's tokens are
+#: the 4 x 4 grid the classifier pools.
+TIMM_TAPS: dict[str, tuple[str, bool]] = {
+    "levit_128s": ("stages", True),
+    "levit_128": ("stages", True),
+    "levit_192": ("stages", True),
+    "levit_256": ("stages", True),
+    # CoaT's convolutional position encodings output 4-D (N, heads, tokens, dims) tensors after
+    # the last block, which auto reads as a map; the classifier reads the class token only, so
+    # the patch tokens reach it through the last block's attention: tap that block's first
+    # LayerNorm (where the Opti-CAM paper taps ViT).
+    "coat_lite_tiny": ("serial_blocks4.1.norm1", True),
+}
+
+
+@dataclass(frozen=True)
+class TimmFamily:
+    """A timm model as the script measures it: builder, tap (``TIMM_TAPS`` or ``"auto"``),
+    input size (H, W) and preprocessing from its ``pretrained_cfg``."""
+
+    name: str
+    model: str
+    tap: str
+    token_tap: bool
+    full_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def full(self):  # noqa: ANN201 - an nn.Module
+        import timm
+
+        return timm.create_model(self.model, pretrained=False)
+
+    def tap_for(self, model) -> str:  # noqa: ANN001
+        return self.tap
+
+
+def timm_family(name: str) -> TimmFamily:
+    """``timm:MODEL`` -> its TimmFamily. Raises SystemExit with what to install when timm is missing."""
+    model = name.split(":", 1)[1]
+    try:
+        import timm
+    except ImportError as exc:
+        raise SystemExit(
+            f"{name}: timm is not importable here ({exc}). It is a test-only extra: make a separate "
+            "environment with `pip install opticam-rt[timm]` (docs/models.md)"
+        ) from exc
+    if model not in timm.list_models():
+        close = ", ".join(timm.list_models(f"*{model.split('_')[0]}*")[:8])
+        raise SystemExit(f"{name}: timm has no model {model!r}" + (f"; similar: {close}" if close else ""))
+    cfg = timm.get_pretrained_cfg(model)
+    size = tuple(cfg.input_size[1:]) if cfg is not None else (224, 224)
+    mean = tuple(cfg.mean) if cfg is not None else (0.485, 0.456, 0.406)
+    std = tuple(cfg.std) if cfg is not None else (0.229, 0.224, 0.225)
+    tap, token = TIMM_TAPS.get(model, ("auto", False))
+    return TimmFamily(name, model, tap, token, size, mean, std)  # type: ignore[arg-type]
 
 
 def _rss_gb() -> float:
@@ -37,7 +105,8 @@ def _rss_gb() -> float:
 
 
 def measure(name: str, out: Path, iterations: int) -> dict:
-    """Export, verify and explain one family in this process."""
+    """Export, verify and explain one family in this process. Each phase is also appended, as it
+    happens, to ``out`` + ``.log`` (so a long export can be watched)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from arch_zoo import VARIANTS, calibrated
 
@@ -45,7 +114,9 @@ def measure(name: str, out: Path, iterations: int) -> dict:
     from opticam_rt.images import sample_photos, to_model_input
     from opticam_rt.runtime import Explainer
 
-    family = VARIANTS[name]
+    family = timm_family(name) if name.startswith("timm:") else VARIANTS[name]
+    mean = getattr(family, "mean", (0.485, 0.456, 0.406))
+    std = getattr(family, "std", (0.229, 0.224, 0.225))
     load_before = os.getloadavg()[0]
     model = calibrated(family.full, family.full_size)
     params = sum(p.numel() for p in model.parameters())
@@ -57,10 +128,12 @@ def measure(name: str, out: Path, iterations: int) -> dict:
         marks.append((time.perf_counter() - start, message))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         phases.append(f"{marks[-1][0]:.0f}s peak {peak:.2f} GB rss {_rss_gb():.2f} GB: {message[:60]}")
+        with open(f"{out}.log", "a") as progress:
+            progress.write(f"{phases[-1]}  load {os.getloadavg()[0]:.1f}\n")
 
     bundle, report = export_bundle(
         model, out, tap=family.tap_for(model), input_size=family.full_size,
-        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), model_name=name, force=True,
+        mean=mean, std=std, model_name=name, force=True,
         token_reshape=family.token_tap, log=log,
     )  # fmt: skip
     total = time.perf_counter() - start
@@ -79,6 +152,7 @@ def measure(name: str, out: Path, iterations: int) -> dict:
     size = sum(f.stat().st_size for f in Path(out).iterdir() if f.is_file())
     return {
         "family": name,
+        "torch": __import__("torch").__version__,
         "parameters": params,
         "tap": bundle.manifest.tap_layer,
         "tap_shape": list(bundle.manifest.tap_shape),
@@ -116,7 +190,7 @@ def main() -> None:
     if args.one:
         limit = int(args.max_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-        print(json.dumps(measure(args.families[0], out / args.families[0], args.iterations)), flush=True)
+        print(json.dumps(measure(args.families[0], out / args.families[0].replace(":", "-"), args.iterations)), flush=True)
         return
     rows = []
     for name in args.families:  # one process per family, one after the other
