@@ -155,7 +155,7 @@ def gradcam_parity(model, bundle, images: np.ndarray, targets: np.ndarray, maps:
     }
 
 
-def measure(name: str, out: Path, iterations: int) -> dict:
+def measure(name: str, out: Path, iterations: int, seed: int = 0) -> dict:
     """Export, verify and explain one family in this process. Each phase is also appended, as it
     happens, to ``out`` + ``.log`` (so a long export can be watched)."""
     sys.path.insert(0, str(ROOT / "tests"))
@@ -169,7 +169,7 @@ def measure(name: str, out: Path, iterations: int) -> dict:
     mean = getattr(family, "mean", (0.485, 0.456, 0.406))
     std = getattr(family, "std", (0.229, 0.224, 0.225))
     load_before = os.getloadavg()[0]
-    model = calibrated(family.full, family.full_size)
+    model = calibrated(family.full, family.full_size, seed=seed)  # the seed of the random weights
     params = sum(p.numel() for p in model.parameters())
     marks: list[tuple[float, str]] = []
     phases: list[str] = []  # peak resident memory so far at each step: where the peak is reached
@@ -210,6 +210,7 @@ def measure(name: str, out: Path, iterations: int) -> dict:
     size = sum(f.stat().st_size for f in Path(out).iterdir() if f.is_file())
     return {
         "family": name,
+        "seed": seed,
         "torch": __import__("torch").__version__,
         "parameters": params,
         "tap": bundle.manifest.tap_layer,
@@ -233,9 +234,29 @@ def measure(name: str, out: Path, iterations: int) -> dict:
     }
 
 
+def print_table(rows: list[dict]) -> None:
+    """The Markdown table of docs/models.md, from the JSON rows."""
+    print("| family | params | tap | export s | verify s | peak GB | bundle MB | verified (worst normwise error) "
+          "| Grad-CAM vs PyTorch float64 (r, max diff) | Grad-CAM s | Opti-CAM s | load before/after |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['family']} (seed {r.get('seed', 0)}) | | | | | | | **error**: {r['error']} | | | | |")
+            continue
+        worst_graph = max(r["norm_errors"], key=lambda g: r["norm_errors"][g] / r["limits"][g])
+        worst = f"{r['norm_errors'][worst_graph]:.1e} {worst_graph}, limit {r['limits'][worst_graph]:.1e}"
+        print(
+            f"| {r['family']} (seed {r.get('seed', 0)}) | {r['parameters'] / 1e6:.1f} M | `{r['tap']}` {tuple(r['tap_shape'])} | {r['export_s']} "
+            f"| {r['verify_s']} | {r['peak_rss_gb']} | {r['bundle_mb']} | {'yes' if r['verified'] else 'NO'} ({worst}) "
+            f"| {r['gradcam_r']:.9f}, {r['gradcam_max_diff']:.1e} | {r['gradcam_s']} | {r['opticam_s']} ({r['opticam_iterations']} it.) | {r['load_before']} / {r['load_after']} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("families", nargs="+")
+    parser.add_argument("families", nargs="*")
+    parser.add_argument("--table", type=Path, nargs="+", default=None,
+                        help="print the table of earlier runs' JSON lines (files of this script's output) and stop")
     parser.add_argument("--out", type=Path, default=None, help="where bundles go (default: a temporary folder)")
     parser.add_argument("--iterations", type=int, default=100, help="Opti-CAM iterations per image")
     parser.add_argument(
@@ -243,41 +264,38 @@ def main() -> None:
         help="data-segment limit of each family's process: a runaway export fails with MemoryError instead of "
         "taking the machine's memory (the full-size ViT reached 24 GB and was OOM-killed)",
     )  # fmt: skip
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0],
+        help="seeds of the random weights (and BatchNorm calibration); each family runs once per seed",
+    )  # fmt: skip
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.table:
+        print_table([json.loads(line) for f in args.table for line in f.read_text().splitlines() if line.startswith("{")])
+        return
+    if not args.families:
+        parser.error("name at least one family")
     out = args.out or Path(tempfile.mkdtemp(prefix="families-"))
     if args.one:
         limit = int(args.max_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-        print(json.dumps(measure(args.families[0], out / args.families[0].replace(":", "-"), args.iterations)), flush=True)
+        folder = out / f"{args.families[0].replace(':', '-')}-seed{args.seeds[0]}"
+        print(json.dumps(measure(args.families[0], folder, args.iterations, args.seeds[0])), flush=True)
         return
     rows = []
-    for name in args.families:  # one process per family, one after the other
+    for name, seed in [(n, s) for n in args.families for s in args.seeds]:  # one process each, one after the other
         command = [sys.executable, __file__, name, "--one", "--out", str(out), "--iterations", str(args.iterations),
-                   "--max-gb", str(args.max_gb)]  # fmt: skip
+                   "--max-gb", str(args.max_gb), "--seeds", str(seed)]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         if done.returncode != 0:
             tail = (done.stderr.strip().splitlines() or [f"(no output; exit status {done.returncode})"])[-1]
-            rows.append({"family": name, "error": tail})
+            rows.append({"family": name, "seed": seed, "error": tail})
             print(json.dumps(rows[-1]), flush=True)
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    print("\n| family | params | tap | export s | verify s | peak GB | bundle MB | verified (worst normwise error) "
-          "| Grad-CAM vs PyTorch float64 (r, max diff) | Grad-CAM s | Opti-CAM s | load before/after |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        if "error" in r:
-            print(f"| {r['family']} | | | | | | | **error**: {r['error']} | | | | |")
-            continue
-        worst_graph = max(r["norm_errors"], key=lambda g: r["norm_errors"][g] / r["limits"][g])
-        worst = f"{r['norm_errors'][worst_graph]:.1e} {worst_graph}, limit {r['limits'][worst_graph]:.1e}"
-        print(
-            f"| {r['family']} | {r['parameters'] / 1e6:.1f} M | `{r['tap']}` {tuple(r['tap_shape'])} | {r['export_s']} "
-            f"| {r['verify_s']} | {r['peak_rss_gb']} | {r['bundle_mb']} | {'yes' if r['verified'] else 'NO'} ({worst}) "
-            f"| {r['gradcam_r']:.9f}, {r['gradcam_max_diff']:.1e} | {r['gradcam_s']} | {r['opticam_s']} ({r['opticam_iterations']} it.) | {r['load_before']} / {r['load_after']} |"
-        )
-
+    print()
+    print_table(rows)
 
 if __name__ == "__main__":
     main()
