@@ -83,7 +83,7 @@ def timm_family(name: str) -> TimmFamily:
     model = name.split(":", 1)[1]
     try:
         import timm
-    except ImportError as exc:
+    except (ImportError, RuntimeError) as exc:  # RuntimeError: a torchvision built for another torch
         raise SystemExit(
             f"{name}: timm is not importable here ({exc}). It is a test-only extra: make a separate "
             "environment with `pip install opticam-rt[timm]` (docs/models.md)"
