@@ -80,7 +80,7 @@ def reference(
                 idx = torch.arange(start, min(start + chunk, k))
                 ablated = a[i : i + 1].repeat(len(idx), 1, 1, 1)
                 ablated[torch.arange(len(idx)), idx] = 0
-                out, _ = clf.logits_and_features(images[i : i + 1].expand(len(idx), -1, -1, -1), replace=ablated)
+                out = clf.logits_from_tap(images[i : i + 1], ablated)
                 weights[i, idx] = (y[i] - out[:, targets[i]]) / y[i]
         return {"maps": upsample_normalise(F.relu((weights[:, :, None, None] * a).sum(1)), size)}
 

@@ -131,6 +131,45 @@ class TorchClassifier:
             handle.remove()
         return logits, seen[0][:1] if single else seen[0]
 
+    def logits_from_tap(self, image: torch.Tensor, replace: torch.Tensor) -> torch.Tensor:
+        """Logits (M, C) of one image (1, 3, H, W) continued from each of M tap maps
+        ``replace`` (M, K, h, w), without gradients: what ``logits_and_features(image.expand(M,
+        ...), replace=replace)`` gives, with the layers before the tap run once instead of M
+        times (Ablation-CAM's K passes then cost K head passes, not K whole networks).
+
+        The batch grows from 1 to M at the tap, so a tensor from before the tap that a later
+        layer uses (a residual across the tap, ViT's prefix tokens) takes part by broadcasting,
+        which is the expansion's value. A model that does not broadcast there (``torch.cat`` of
+        an earlier tensor, a batch size read before the tap) raises or returns the wrong batch;
+        then the M passes run in full, so the result is the same either way."""
+        if image.shape[0] != 1:
+            raise ValueError(f"logits_from_tap takes one image, got a batch of {image.shape[0]}")
+        m = replace.shape[0]
+
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+            calls[0] += 1
+            if calls[0] - 1 != self.tap_call:
+                return None
+            if self.channels_last:
+                return torch.movedim(replace, 1, 3).clone()
+            if self.tokens:
+                patches = torch.flatten(replace, 2).transpose(1, 2)  # (M, h*w, D), row-major patches
+                return torch.cat([output[:, : self.tokens[0]].expand(m, -1, -1), patches], dim=1)
+            return replace.clone()
+
+        calls = [0]
+        with torch.no_grad():
+            handle = self.tap_module.register_forward_hook(hook)
+            try:
+                logits = self.model((image - self.mean) / self.std)
+            except RuntimeError:
+                logits = None
+            finally:
+                handle.remove()
+            if logits is not None and logits.shape[0] == m:
+                return logits
+            return self.logits_and_features(image.expand(m, -1, -1, -1), replace=replace)[0]
+
     def _to_map(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, T, D) tokens -> (N, D, height, width) patch map."""
         prefix, height, width = self.tokens  # type: ignore[misc]

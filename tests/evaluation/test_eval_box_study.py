@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,19 +53,6 @@ def test_summary_rows_are_the_classification_metrics_of_each_masking():
     assert rows["m B&S"]["AI"] == pytest.approx(50.0) and rows["m B&S"]["AG"] == pytest.approx(100 * 0.5 / 2)
     assert rows["m S\\B"]["AD"] == pytest.approx(100 * (0.875 + 1.0) / 2)
     assert rows["n"]["n_images"] == 1 and rows["n"]["AD"] == 0
-
-
-@pytest.fixture
-def boxed_csv(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(7)
-    rows = ["path,label,x0,y0,x1,y1"]
-    for i in range(3):
-        path = tmp_path / f"im{i}.png"
-        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
-        rows.append(f"{path},{i},{4 + 3 * i},{6},{40 + i},{30}")
-    csv = tmp_path / "boxes.csv"
-    csv.write_text("\n".join(rows) + "\n")
-    return csv
 
 
 def test_evaluate_box_study_rows_match_masking_the_explainer_maps(bundle_dir, boxed_csv, tmp_path):

@@ -18,19 +18,6 @@ from opticam_rt.evaluation.report import METRIC_ORDER
 from opticam_rt.evaluation.runner import ALL_METRICS
 
 
-@pytest.fixture
-def boxed_csv(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(5)
-    rows = ["path,label,x0,y0,x1,y1"]
-    for i in range(3):
-        path = tmp_path / f"im{i}.png"
-        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
-        rows.append(f"{path},{i},{4 + i},{6},{40 + i},{30}")
-    csv = tmp_path / "boxes.csv"
-    csv.write_text("\n".join(rows) + "\n")
-    return csv
-
-
 def run(bundle_dir: str, csv: Path, records: Path, protocol: str) -> dict:
     args = ["evaluate", str(csv), "--bundle", bundle_dir, "--methods", "grad-cam", "--metrics", "sp,f1,le,maxboxacc",
             "--protocol", protocol, "--records", str(records), "--format", "json", "--backend", "ort-cpu"]  # fmt: skip

@@ -23,9 +23,8 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SIZE = (32, 32)
 
 
-def _gradcam_channels_last(model: torch.nn.Module, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Grad-CAM on ``norm``'s (N, H, W, C) output in float64: relu(sum_c mean_hw(dy/dA) A),
-    bilinear upsample, per-image min-max. Returns (map, low-resolution cam (N, H, W))."""
+def _norm_output_and_gradient(model: torch.nn.Module, images: np.ndarray, targets: np.ndarray) -> tuple:
+    """In float64: ``norm``'s output A (N, H, W, C) and the target logits' gradient dy/dA."""
     net = model.double().eval()
     x = torch.from_numpy(images).double()
     x = (x - torch.tensor(MEAN, dtype=torch.float64).reshape(1, 3, 1, 1)) / torch.tensor(STD, dtype=torch.float64).reshape(1, 3, 1, 1)
@@ -35,13 +34,23 @@ def _gradcam_channels_last(model: torch.nn.Module, images: np.ndarray, targets: 
         logits = net(x)
     finally:
         handle.remove()
-    activations = seen[0]  # (N, H, W, C)
-    (grads,) = torch.autograd.grad(logits[torch.arange(len(targets)), torch.from_numpy(targets)].sum(), activations)
-    weights = grads.mean(dim=(1, 2), keepdim=True)  # (N, 1, 1, C)
-    cam = torch.relu((weights * activations).sum(dim=3))  # (N, H, W)
+    (grads,) = torch.autograd.grad(logits[torch.arange(len(targets)), torch.from_numpy(targets)].sum(), seen[0])
+    return seen[0], grads
+
+
+def _upsample_normalise(cam: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(N, h, w) -> (bilinear to SIZE, per-image min-max (N, *SIZE), the cam itself)."""
     up = F.interpolate(cam[:, None], size=SIZE, mode="bilinear", align_corners=False)[:, 0]
     lo, hi = up.amin(dim=(1, 2), keepdim=True), up.amax(dim=(1, 2), keepdim=True)
     return ((up - lo) / (hi - lo + NORM_EPS)).detach().numpy(), cam.detach().numpy()
+
+
+def _gradcam_channels_last(model: torch.nn.Module, images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Grad-CAM on ``norm``'s (N, H, W, C) output in float64: relu(sum_c mean_hw(dy/dA) A),
+    bilinear upsample, per-image min-max. Returns (map, low-resolution cam (N, H, W))."""
+    activations, grads = _norm_output_and_gradient(model, images, targets)
+    weights = grads.mean(dim=(1, 2), keepdim=True)  # (N, 1, 1, C)
+    return _upsample_normalise(torch.relu((weights * activations).sum(dim=3)))  # cam (N, H, W)
 
 
 def _images(n: int, seed: int = 3) -> np.ndarray:
@@ -146,20 +155,8 @@ def test_layers_shows_the_layout_and_export_takes_the_flag(tmp_path, monkeypatch
 
 def _gradcam_channels_first_reading(model: torch.nn.Module, images: np.ndarray, targets: np.ndarray) -> tuple:
     """Grad-CAM with norm's (N, H, W, C) output misread as (N, K=H, h=W, w=C)."""
-    net = model.double().eval()
-    x = torch.from_numpy(images).double()
-    x = (x - torch.tensor(MEAN, dtype=torch.float64).reshape(1, 3, 1, 1)) / torch.tensor(STD, dtype=torch.float64).reshape(1, 3, 1, 1)
-    seen: list[torch.Tensor] = []
-    handle = net.norm.register_forward_hook(lambda m, a, out: seen.append(out))
-    try:
-        logits = net(x)
-    finally:
-        handle.remove()
-    (grads,) = torch.autograd.grad(logits[torch.arange(len(targets)), torch.from_numpy(targets)].sum(), seen[0])
-    cam = torch.relu((grads.mean(dim=(2, 3), keepdim=True) * seen[0]).sum(dim=1))
-    up = F.interpolate(cam[:, None], size=SIZE, mode="bilinear", align_corners=False)[:, 0]
-    lo, hi = up.amin(dim=(1, 2), keepdim=True), up.amax(dim=(1, 2), keepdim=True)
-    return ((up - lo) / (hi - lo + NORM_EPS)).detach().numpy(), cam.detach().numpy()
+    activations, grads = _norm_output_and_gradient(model, images, targets)
+    return _upsample_normalise(torch.relu((grads.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1)))
 
 
 def test_swin_t_widths_norm_is_768_channels_on_7_by_7():

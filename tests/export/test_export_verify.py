@@ -201,19 +201,26 @@ def test_last_bit_copy_moves_every_nonzero_float_by_one_ulp():
     assert moved["labels"] is labels  # integers pass through
 
 
-class _KinkNet(torch.nn.Module):
-    """relu(x - at) + x, then a conv (the tap) and a linear head: at x == at the image gradient
-    jumps, so inputs one float32 ulp away have gradients far from float64's at x itself."""
+class _KinkedConvNet(torch.nn.Module):
+    """A kink placed at the image ``at`` (``forward`` of the subclass), then a conv (the tap) and
+    a linear head, with weights drawn from the seed ``SEED``."""
+
+    SEED = 0
 
     def __init__(self, at: torch.Tensor) -> None:
         super().__init__()
-        g = torch.Generator().manual_seed(0)
+        g = torch.Generator().manual_seed(self.SEED)
         self.register_buffer("at", at)
         self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
         self.fc = torch.nn.Linear(4, 3)
         with torch.no_grad():
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=g))
+
+
+class _KinkNet(_KinkedConvNet):
+    """relu(x - at) + x: at x == at the image gradient jumps, so inputs one float32 ulp away have
+    gradients far from float64's at x itself."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.conv(torch.relu(x - self.at) + x)
@@ -238,20 +245,12 @@ def test_pytorch_float32_floor_sees_a_gradient_that_jumps_within_one_ulp(tmp_pat
     assert check.limit == NORM_CAP and check.passed
 
 
-class _HardswishKinkNet(torch.nn.Module):
+class _HardswishKinkNet(_KinkedConvNet):
     """hardswish(s (x - at) + 3) + hardswish(s (x - at) - 3): where x == at both of hardswish's
     kinks (+3 and -3, where its derivative jumps by 0.5) are hit exactly; s = 1e4 so that one
     float32 ulp of x moves the argument past float32's spacing at 3. Then a conv tap and a head."""
 
-    def __init__(self, at: torch.Tensor) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(1)
-        self.register_buffer("at", at)
-        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = torch.nn.Linear(4, 3)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g))
+    SEED = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d = (x - self.at) * 1e4
