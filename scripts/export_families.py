@@ -71,8 +71,17 @@ class TimmFamily:
 
     def full(self):  # noqa: ANN201 - an nn.Module
         import timm
+        import torch
 
-        return timm.create_model(self.model, pretrained=False)
+        model = timm.create_model(self.model, pretrained=False)
+        # Some timm inits zero the classifier (MLP-Mixer's head): every gradient would be 0 and
+        # verification and Grad-CAM would compare zeros. Such a layer gets random weights.
+        with torch.no_grad():
+            for module in model.modules():
+                weight = getattr(module, "weight", None)
+                if isinstance(module, torch.nn.Linear) and weight is not None and not weight.any():
+                    weight.normal_(std=0.02)
+        return model
 
     def tap_for(self, model) -> str:  # noqa: ANN001
         return self.tap
