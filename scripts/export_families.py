@@ -74,13 +74,19 @@ class TimmFamily:
         import torch
 
         model = timm.create_model(self.model, pretrained=False)
-        # Some timm inits zero the classifier (MLP-Mixer's head): every gradient would be 0 and
-        # verification and Grad-CAM would compare zeros. Such a layer gets random weights.
+        # Some timm inits zero a layer: MLP-Mixer's classifier (every gradient would be 0, and
+        # verification and Grad-CAM would compare zeros), ResNet's last BatchNorm scale in each
+        # block (zero_init_last: every residual branch would be dead). Such a Linear gets random
+        # weights, such a BatchNorm scale ones, as a trained network has neither.
         with torch.no_grad():
             for module in model.modules():
                 weight = getattr(module, "weight", None)
-                if isinstance(module, torch.nn.Linear) and weight is not None and not weight.any():
+                if not isinstance(weight, torch.Tensor) or weight.any():
+                    continue
+                if isinstance(module, torch.nn.Linear):
                     weight.normal_(std=0.02)
+                elif isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    weight.fill_(1.0)
         return model
 
     def tap_for(self, model) -> str:  # noqa: ANN001
