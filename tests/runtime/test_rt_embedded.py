@@ -177,3 +177,20 @@ def test_cli_explain_with_the_graph_engine(tiny_bundle, tiny_images, tmp_path) -
     assert result.exit_code == 0, result.output
     (record,) = json.loads(result.stdout)
     assert record["engine"] == "graph" and np.load(record["map"]).shape == tiny_images.shape[2:]
+
+
+def test_loading_the_graphs_logs_no_initializer_warning(tiny_bundle, tiny_images, capfd) -> None:
+    """ONNX Runtime logs "Initializer X appears in graph inputs" once per option input (each is an
+    input with its default as a same-name initializer, docs/decisions.md) at its default
+    severity; the GraphExplainer's sessions do not."""
+    import onnxruntime as ort
+
+    from opticam_rt.runtime.embedded import GraphExplainer
+
+    path = str(tiny_bundle.path / "explain_opti_cam.onnx")
+    ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert "appears in graph inputs" in capfd.readouterr().err  # what a consumer at severity 2 sees
+    explainer = GraphExplainer(tiny_bundle, threads=1)
+    explainer.run(tiny_images[:1], "grad-cam")
+    explainer.run(tiny_images[:1], "opti-cam", iterations=2)
+    assert "appears in graph inputs" not in capfd.readouterr().err
