@@ -56,6 +56,11 @@ TIMM_TAPS: dict[str, tuple[str, bool]] = {
 }
 
 
+#: what an all-zero BatchNorm scale of a timm model becomes (``--branch-scale``): 1 as in a
+#: trained network; smaller values keep the residual branches live but damped
+BRANCH_SCALE = 1.0
+
+
 @dataclass(frozen=True)
 class TimmFamily:
     """A timm model as the script measures it: builder, tap (``TIMM_TAPS`` or ``"auto"``),
@@ -86,7 +91,7 @@ class TimmFamily:
                 if isinstance(module, torch.nn.Linear):
                     weight.normal_(std=0.02)
                 elif isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    weight.fill_(1.0)
+                    weight.fill_(BRANCH_SCALE)
         return model
 
     def tap_for(self, model) -> str:  # noqa: ANN001
@@ -226,6 +231,7 @@ def measure(name: str, out: Path, iterations: int, seed: int = 0) -> dict:
     return {
         "family": name,
         "seed": seed,
+        "branch_scale": BRANCH_SCALE,
         "torch": __import__("torch").__version__,
         "parameters": params,
         "tap": bundle.manifest.tap_layer,
@@ -287,8 +293,14 @@ def main() -> None:
         "--seeds", type=int, nargs="+", default=[0],
         help="seeds of the random weights (and BatchNorm calibration); each family runs once per seed",
     )  # fmt: skip
+    parser.add_argument(
+        "--branch-scale", type=float, default=1.0,
+        help="timm models: the value an all-zero BatchNorm scale (a residual branch timm starts dead) gets",
+    )  # fmt: skip
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global BRANCH_SCALE
+    BRANCH_SCALE = args.branch_scale
     if args.table:
         print_table([json.loads(line) for f in args.table for line in f.read_text().splitlines() if line.startswith("{")])
         return
@@ -304,7 +316,7 @@ def main() -> None:
     rows = []
     for name, seed in [(n, s) for n in args.families for s in args.seeds]:  # one process each, one after the other
         command = [sys.executable, __file__, name, "--one", "--out", str(out), "--iterations", str(args.iterations),
-                   "--max-gb", str(args.max_gb), "--seeds", str(seed)]  # fmt: skip
+                   "--max-gb", str(args.max_gb), "--seeds", str(seed), "--branch-scale", str(args.branch_scale)]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         if done.returncode != 0:
             tail = (done.stderr.strip().splitlines() or [f"(no output; exit status {done.returncode})"])[-1]

@@ -81,6 +81,9 @@ class GraphCheck:
     #: not run (the float32 run passed on its own, or was beyond NORM_CAP)
     float64_errors: dict[str, float] = field(default_factory=dict)
     checker: str = "not run"
+    #: every output of the PyTorch float64 reference is exactly zero in every case (a classifier
+    #: or branch initialised to zero): the comparison would be of zeros, so it proves nothing
+    reference_all_zero: bool = False
     ops: list[str] = field(default_factory=list)
     trt_issues: list[str] = field(default_factory=list)
 
@@ -129,7 +132,7 @@ class GraphCheck:
 
     @property
     def passed(self) -> bool:
-        if self.checker != "ok":
+        if self.checker != "ok" or self.reference_all_zero:
             return False
         if self.norm_error <= self.limit:
             return True
@@ -140,6 +143,8 @@ class GraphCheck:
     def settled_by(self) -> str:
         """'float32' (ONNX Runtime's run within its limit), 'float64' (within NORM_CAP, and the
         float64 graph within ``float64_limit``) or 'failed'."""
+        if self.reference_all_zero:
+            return "reference all zero"
         if not self.passed:
             return "failed"
         return "float32" if self.norm_error <= self.limit else "float64"
@@ -177,6 +182,7 @@ class VerificationReport:
                     "max_relative_errors": g.errors,
                     "torch_float32_max_relative_errors": g.floors,
                     "checker": g.checker,
+                    "reference_all_zero": g.reference_all_zero,
                     "ops": g.ops,
                     "tensorrt_issues": g.trt_issues,
                 }
@@ -194,14 +200,15 @@ class VerificationReport:
             f64 = "-" if g.float64_error is None else f"{g.float64_error:.2e}"
             lines.append(
                 f"{name:<14} {g.norm_error:>9.2e} {g.norm_floor:>9.2e} {g.limit:>8.1e} {f64:>9}  "
-                f"{'ok' if g.passed else 'FAIL':<6} {g.max_error:>8.2e} {g.floor:>9.2e} {g.checker[:7]:<7} {trt}"
+                f"{'ok' if g.passed else 'ZERO' if g.reference_all_zero else 'FAIL':<6} {g.max_error:>8.2e} {g.floor:>9.2e} {g.checker[:7]:<7} {trt}"
             )
         lines.append(
             "norm err = ||onnxruntime - reference|| / ||reference|| against PyTorch float64, worst case and output "
             "(the criterion); max rel = max |difference| / max |reference|, for comparison; 'torch f32' is PyTorch "
             f"float32's own figure, on the inputs and {LAST_BIT_COPIES} copies one ulp away; f64 graph = the same graph made "
             f"float64, run where norm err is above its limit but within {NORM_CAP} (within max({FLOAT64_RTOL}, the floor) it "
-            f"passes: a float32 flip at a kink, not a wrong rule). Verification {'PASSED' if self else 'FAILED'}."
+            f"passes: a float32 flip at a kink, not a wrong rule); ZERO = PyTorch's float64 outputs are all exactly "
+            f"zero in every case (a layer initialised to zero?), so nothing was compared. Verification {'PASSED' if self else 'FAILED'}."
         )
         return "\n".join(lines)
 
@@ -377,6 +384,10 @@ def verify_bundle(
             check.floors[case] = max(_worst(relative_error, torch32, exact) for torch32 in floors)
             check.norm_floors[case] = max(_worst(norm_error, torch32, exact) for torch32 in floors)
         del session  # one graph's session (and its copy of the weights) alive at a time
+        check.reference_all_zero = not any(np.any(out) for exact in exacts.values() for out in exact)
+        if check.reference_all_zero and log:
+            log(f"{name}: PyTorch float64's outputs are exactly zero in every case, so the check compares nothing "
+                "(is a layer after the tap, e.g. the classifier, initialised to zero?)")  # fmt: skip
         if float64 or (float64 is None and check.needs_float64):
             from opticam_rt.export.float64 import Float64Graph
 

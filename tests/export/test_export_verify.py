@@ -278,3 +278,36 @@ def test_hardswish_at_its_kinks_float64_graph_equals_float64_autograd(tmp_path):
     # ... which a wrong rule still exceeds, in float32 and in float64
     assert wrong.graphs["grad_image"].norm_error > NORM_CAP and wrong.graphs["grad_image"].float64_error > NORM_CAP
     assert not wrong.graphs["grad_image"].passed
+
+
+class _ZeroHeadNet(_KinkedConvNet):
+    """A conv tap and a classifier initialised to zero (as timm does MLP-Mixer's): every
+    gradient of a logit is exactly zero, so a backward graph has nothing to be compared on."""
+
+    def __init__(self) -> None:
+        super().__init__(torch.zeros(()))
+        with torch.no_grad():
+            self.fc.weight.zero_()
+            self.fc.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_a_reference_of_zeros_is_not_a_pass(tmp_path):
+    """Comparing zeros with zeros gives error 0; verification says it compared nothing instead."""
+    from opticam_rt.export import export_bundle
+
+    model = _ZeroHeadNet().eval()
+    bundle, _ = export_bundle(model, tmp_path / "zero", tap="conv", input_size=(12, 12), mean=(0.0,) * 3,
+                              std=(1.0,) * 3, verify=False, explainers=False)  # fmt: skip
+    graphs, _, _ = build_graphs(model, "conv", (12, 12), (0.0,) * 3, (1.0,) * 3)
+    logged: list[str] = []
+    report = verify_bundle(bundle, graphs, names=["forward", "grad_image"], log=logged.append)
+    zero = report.graphs["grad_image"]
+    assert zero.norm_error == 0 and zero.reference_all_zero and not zero.passed and not report
+    assert zero.settled_by == "reference all zero"
+    assert any("exactly zero in every case" in line for line in logged)
+    assert "ZERO" in report.format() and report.to_dict()["graphs"]["grad_image"]["reference_all_zero"] is True
+    # the forward graph has the features to compare: it is checked as usual
+    assert not report.graphs["forward"].reference_all_zero and report.graphs["forward"].passed
