@@ -142,7 +142,7 @@ class GraphCheck:
     @property
     def settled_by(self) -> str:
         """'float32' (ONNX Runtime's run within its limit), 'float64' (within NORM_CAP, and the
-        float64 graph within ``float64_limit``) or 'failed'."""
+        float64 graph within ``float64_limit``), 'reference all zero' (nothing was compared) or 'failed'."""
         if self.reference_all_zero:
             return "reference all zero"
         if not self.passed:

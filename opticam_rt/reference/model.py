@@ -113,13 +113,7 @@ class TorchClassifier:
                     seen.append(self._to_map(output) if self.tokens else output.clone())
                 return None
             seen.append(replace)
-            if self.channels_last:
-                return torch.movedim(replace, 1, 3).clone()
-            if self.tokens:
-                prefix, height, width = self.tokens
-                patches = torch.flatten(replace, 2).transpose(1, 2)  # (N, h*w, D), row-major patches
-                return torch.cat([output[:, :prefix], patches], dim=1)
-            return replace.clone()
+            return self._put_back(output, replace)
 
         single = image.shape[0] == 1  # run as a batch of two: see _pair
         if single and replace is not None:
@@ -148,14 +142,7 @@ class TorchClassifier:
 
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
             calls[0] += 1
-            if calls[0] - 1 != self.tap_call:
-                return None
-            if self.channels_last:
-                return torch.movedim(replace, 1, 3).clone()
-            if self.tokens:
-                patches = torch.flatten(replace, 2).transpose(1, 2)  # (M, h*w, D), row-major patches
-                return torch.cat([output[:, : self.tokens[0]].expand(m, -1, -1), patches], dim=1)
-            return replace.clone()
+            return None if calls[0] - 1 != self.tap_call else self._put_back(output, replace)
 
         calls = [0]
         with torch.no_grad():
@@ -169,6 +156,18 @@ class TorchClassifier:
             if logits is not None and logits.shape[0] == m:
                 return logits
             return self.logits_and_features(image.expand(m, -1, -1, -1), replace=replace)[0]
+
+    def _put_back(self, output: torch.Tensor, replace: torch.Tensor) -> torch.Tensor:
+        """What the tap returns instead of ``output`` to continue from the maps ``replace``
+        (M, K, h, w): transposed back for a channels-last tap; for a token tap, the tap's own
+        prefix tokens (broadcast to M rows) followed by the maps as row-major patch tokens.
+        Clones: an in-place op right after the tap must not write into ``replace``."""
+        if self.channels_last:
+            return torch.movedim(replace, 1, 3).clone()
+        if self.tokens:
+            patches = torch.flatten(replace, 2).transpose(1, 2)  # (M, h*w, D), row-major patches
+            return torch.cat([output[:, : self.tokens[0]].expand(len(replace), -1, -1), patches], dim=1)
+        return replace.clone()
 
     def _to_map(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, T, D) tokens -> (N, D, height, width) patch map."""
